@@ -1,0 +1,1 @@
+"""sengadm: administration of a seng-gateway (scriptable commands and a terminal dashboard)."""

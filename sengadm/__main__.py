@@ -1,0 +1,7 @@
+"""`python -m sengadm` is `sengadm`."""
+
+import sys
+
+from sengadm.cli import main
+
+sys.exit(main())

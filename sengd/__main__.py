@@ -1,0 +1,7 @@
+"""`python -m sengd` is `sengd`."""
+
+import sys
+
+from sengd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""The one exception type attestation raises, with stable machine-readable reason codes.
+
+Reason codes are part of the product's interface: they appear in logs, in the RPC's denial
+records, in `sengadm attest inspect --json` and in operators' alerting rules. Never rename one;
+add new ones at the end of their group. `docs/attestation.md` explains each in words.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a certificate or report was rejected."""
+
+    # Certificate structure
+    CERT_MALFORMED = "cert-malformed"
+    CHAIN_NOT_LEAF = "chain-not-leaf"
+    NO_SGX_EXTENSION = "no-sgx-extension"
+    EXTENSION_MISSING = "extension-missing"
+    EXTENSION_DUPLICATED = "extension-duplicated"
+    EXTENSION_MALFORMED = "extension-malformed"
+    CERT_NOT_YET_VALID = "cert-not-yet-valid"
+    CERT_EXPIRED = "cert-expired"
+    CERT_SIGNATURE_INVALID = "cert-signature-invalid"
+    KEY_UNSUPPORTED = "key-unsupported"
+    # IAS report and its signing chain (EPID)
+    IAS_CHAIN_UNTRUSTED = "ias-chain-untrusted"
+    IAS_CHAIN_EXPIRED = "ias-chain-expired"
+    REPORT_SIGNATURE_INVALID = "report-signature-invalid"
+    REPORT_MALFORMED = "report-malformed"
+    REPORT_TOO_OLD = "report-too-old"
+    REPORT_FROM_FUTURE = "report-from-future"
+    QUOTE_MALFORMED = "quote-malformed"
+    QUOTE_STATUS_REJECTED = "quote-status-rejected"
+    # Binding and enclave properties
+    KEY_BINDING_MISMATCH = "key-binding-mismatch"
+    DEBUG_ENCLAVE = "debug-enclave"
+
+
+class AttestationError(Exception):
+    """Evidence was rejected. `reason` is stable; `message` is for humans and may change."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
