@@ -1,0 +1,1 @@
+"""Store integration tests: real SQLite files and a private PostgreSQL server."""
