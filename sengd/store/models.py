@@ -115,7 +115,8 @@ class EnclaveSubnet(Base):
             "network % (CAST(1 AS BIGINT) << (32 - prefix_len)) = 0", name="network_aligned"
         ),
         CheckConstraint(
-            "gateway > network AND gateway < network + (CAST(1 AS BIGINT) << (32 - prefix_len)) - 1",
+            "gateway > network"
+            " AND gateway < network + (CAST(1 AS BIGINT) << (32 - prefix_len)) - 1",
             name="gateway_inside",
         ),
     )

@@ -37,7 +37,8 @@ def upgrade() -> None:
         sa.Column("gateway", sa.BigInteger(), nullable=False),
         sa.Column("created_at", _TIME, nullable=False),
         sa.CheckConstraint(
-            "gateway > network AND gateway < network + (CAST(1 AS BIGINT) << (32 - prefix_len)) - 1",
+            "gateway > network"
+            " AND gateway < network + (CAST(1 AS BIGINT) << (32 - prefix_len)) - 1",
             name=op.f("ck_enclave_subnets_gateway_inside"),
         ),
         sa.CheckConstraint(
