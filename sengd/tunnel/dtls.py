@@ -1,0 +1,806 @@
+"""Sans-IO DTLS 1.2 server endpoint over python-mbedtls, one `DtlsListener` per UDP port.
+
+The listener never touches a socket or a clock. The I/O shell feeds it every datagram received
+on its port with `datagram_received(data, addr, now)`, calls `handle_timers(now)` when
+`next_timer()` is due, and after each call drains `datagrams_to_send()` (send each with
+`sendto`) and `events()` (act on them). Application data goes out with `send(addr, plaintext)`.
+
+How a client gets in:
+
+1. Every datagram from an address without a connection must start with a ClientHello. It is
+   parsed here (`clienthello.py`) to pick the server credential from the offered suites and is
+   then run through one shared *lobby* buffer per credential: mbedtls answers a hello without a
+   valid cookie with a HelloVerifyRequest and keeps nothing. A spoofed source therefore costs a
+   few microseconds and no memory.
+2. Once a cookie verifies, the lobby buffer becomes that client's connection (and a fresh lobby
+   is made). Handshake messages are reassembled by mbedtls; outgoing flights are re-split into
+   records and packed into datagrams of at most `mtu` bytes. Retransmissions run on our own
+   schedule because mbedtls' timer only fires inside a call.
+3. When the handshake is over the client certificate is copied at once (a later fatal error
+   wipes it) and `HandshakeCompleted` is emitted. No certificate -> close, no event but a
+   `ConnectionClosed(..., NO_CLIENT_CERTIFICATE, established=False)`.
+
+A ClientHello with a new random from an address that already has a connection goes through the
+lobby too; the old connection is replaced (`ConnectionClosed(..., REPLACED)`) only when the new
+cookie verifies, so a spoofed hello cannot kill a session. Malformed input is dropped and
+counted in `drops`; nothing raised by mbedtls leaves the listener, and one connection's failure
+never touches another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import socket
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final, cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from mbedtls import _random as mbedtls_random
+from mbedtls import pk as mbedtls_pk
+from mbedtls import tls as mbedtls_tls
+from mbedtls import x509 as mbedtls_x509
+from mbedtls.exceptions import TLSError
+
+from sengd.tunnel.clienthello import ClientHello, ClientHelloError, is_client_hello
+from sengd.tunnel.clienthello import parse_client_hello as _parse_client_hello
+from sengd.tunnel.records import (
+    CONTENT_APPLICATION_DATA,
+    RecordError,
+    looks_like_record,
+    pack_datagrams,
+)
+
+_log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+"""A peer's (IPv4 address, UDP port) exactly as `socket.recvfrom` returns it."""
+
+DEFAULT_MTU = 1472
+"""Largest UDP payload we emit: a 1500-byte link minus IPv4 (20) and UDP (8) headers."""
+
+RECORD_OVERHEAD = 37
+"""Bytes an AES-GCM application-data record adds: header 13, explicit nonce 8, tag 16."""
+
+MAX_DATAGRAM = 16384
+"""Datagrams longer than this are dropped unread (no client flight comes near it)."""
+
+_RETRANSMIT_MIN = 1.0
+_RETRANSMIT_MAX = 16.0
+_REPOLL = 0.05
+_MAX_STEPS = 64
+_READ_CHUNK = 16384
+
+# The stubs type the HandshakeStep members as int; at run time they are enum members.
+_HANDSHAKE_OVER: Final = cast(mbedtls_tls.HandshakeStep, mbedtls_tls.HandshakeStep.HANDSHAKE_OVER)
+_HELLO_REQUEST: Final = cast(mbedtls_tls.HandshakeStep, mbedtls_tls.HandshakeStep.HELLO_REQUEST)
+_CLIENT_HELLO: Final = cast(mbedtls_tls.HandshakeStep, mbedtls_tls.HandshakeStep.CLIENT_HELLO)
+
+_ERR_PEER_CLOSE_NOTIFY = 0x7880
+_ERR_FATAL_ALERT_MESSAGE = 0x7780
+_ERR_TIMEOUT = 0x6800
+
+
+def _reseed_after_fork() -> None:
+    # fork() copies mbedtls' process-global CTR-DRBG: without a reseed parent and child would
+    # produce the same randoms and ephemeral keys.
+    mbedtls_random.default_rng()._reseed(os.urandom(32))
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+class KeyType(StrEnum):
+    """Server key type; it decides the one cipher suite that key serves."""
+
+    RSA = "rsa"
+    ECDSA = "ecdsa"
+
+
+SUITES: dict[KeyType, tuple[str, int]] = {
+    KeyType.RSA: ("TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384", 0xC030),
+    KeyType.ECDSA: ("TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", 0xC02B),
+}
+"""The suite (mbedtls name, IANA id) served with each key type (PROTOCOL.md §1.2)."""
+
+_EC_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+
+
+class DtlsError(Exception):
+    """The caller used the listener wrongly (unknown address, oversized plaintext, ...)."""
+
+
+class CredentialError(ValueError):
+    """A server certificate or key cannot be used."""
+
+
+class CloseReason(StrEnum):
+    """Why a connection ended (the value appears in logs; never rename one)."""
+
+    CLOSE_NOTIFY = "close-notify"
+    FATAL_ALERT = "fatal-alert"
+    PROTOCOL_ERROR = "protocol-error"
+    HANDSHAKE_TIMEOUT = "handshake-timeout"
+    HANDSHAKE_FAILED = "handshake-failed"
+    NO_CLIENT_CERTIFICATE = "no-client-certificate"
+    REPLACED = "replaced"
+
+
+class DropReason(StrEnum):
+    """Why a datagram was dropped without effect (keys of `DtlsListener.drops`)."""
+
+    GARBAGE = "garbage"
+    """Not a DTLS record at all."""
+    OVERSIZED = "oversized"
+    UNKNOWN_ADDRESS = "unknown-address"
+    """A record that is no ClientHello from an address without a connection."""
+    BAD_CLIENT_HELLO = "bad-client-hello"
+    NO_SHARED_CIPHER = "no-shared-cipher"
+    BAD_COOKIE = "bad-cookie"
+    """A cookie was presented but did not verify (a fresh HelloVerifyRequest was sent)."""
+    PENDING_LIMIT = "pending-limit"
+    HOST_PENDING_LIMIT = "host-pending-limit"
+    CONNECTION_LIMIT = "connection-limit"
+    HELLO_REJECTED = "hello-rejected"
+    """mbedtls refused a ClientHello in the lobby (version, extensions, ...)."""
+    DUPLICATE_CLIENT_HELLO = "duplicate-client-hello"
+    """A copy of the ClientHello that started an established connection."""
+    DISCARDED = "discarded"
+    """An application-data datagram that yielded no record (bad MAC, replay, truncation)."""
+    INTERNAL_ERROR = "internal-error"
+
+
+@dataclass(frozen=True)
+class ServerCredential:
+    """A server certificate with its private key, both as DER, and the key type they serve."""
+
+    certificate_der: bytes
+    private_key_der: bytes = field(repr=False)
+    key_type: KeyType
+
+    @classmethod
+    def from_bytes(
+        cls, certificate: bytes, private_key: bytes, password: bytes | None = None
+    ) -> ServerCredential:
+        """Build from PEM or DER bytes; checks that key and certificate belong together.
+
+        Accepts RSA keys (>= 2048 bits) and EC keys on P-256, P-384 or P-521.
+        Raises CredentialError naming the problem.
+        """
+        try:
+            if certificate.lstrip().startswith(b"-----"):
+                cert = x509.load_pem_x509_certificate(certificate)
+            else:
+                cert = x509.load_der_x509_certificate(certificate)
+        except ValueError as exc:
+            raise CredentialError(f"certificate does not parse: {exc}") from exc
+        try:
+            if private_key.lstrip().startswith(b"-----"):
+                key = serialization.load_pem_private_key(private_key, password)
+            else:
+                key = serialization.load_der_private_key(private_key, password)
+        except (ValueError, TypeError) as exc:
+            raise CredentialError(f"private key does not load: {exc}") from exc
+        key_type: KeyType
+        if isinstance(key, rsa.RSAPrivateKey):
+            if key.key_size < 2048:
+                raise CredentialError(f"RSA key of {key.key_size} bits is too small")
+            key_type = KeyType.RSA
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            if key.curve.name not in _EC_CURVES:
+                raise CredentialError(f"EC curve {key.curve.name} is not supported")
+            key_type = KeyType.ECDSA
+        else:
+            raise CredentialError(f"unsupported key type {type(key).__name__}")
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+            raise CredentialError("private key does not match the certificate")
+        return cls(
+            certificate_der=cert.public_bytes(serialization.Encoding.DER),
+            private_key_der=key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            key_type=key_type,
+        )
+
+    @classmethod
+    def load(cls, certificate_path: Path, private_key_path: Path) -> ServerCredential:
+        """Read a certificate and key file (PEM or DER). Raises CredentialError or OSError."""
+        try:
+            return cls.from_bytes(certificate_path.read_bytes(), private_key_path.read_bytes())
+        except CredentialError as exc:
+            raise CredentialError(f"{certificate_path} / {private_key_path}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    """A client finished the handshake and presented a certificate (not yet verified!)."""
+
+    addr: Address
+    peer_cert_der: bytes = field(repr=False)
+    cipher_suite: str
+    key_type: KeyType
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationData:
+    """One decrypted application-data record."""
+
+    addr: Address
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """A connection is gone. `established` tells whether HandshakeCompleted was emitted for it.
+
+    Not emitted for connections the owner ended with `close()` or `abort()`.
+    """
+
+    addr: Address
+    reason: CloseReason
+    established: bool
+
+
+Event = HandshakeCompleted | ApplicationData | ConnectionClosed
+
+
+class _Slot:
+    """One server context (one credential) with its cookie lobby."""
+
+    __slots__ = ("context", "key_type", "lobby", "suite_id")
+
+    def __init__(self, credential: ServerCredential, handshake_timeout: float) -> None:
+        name, self.suite_id = SUITES[credential.key_type]
+        self.key_type = credential.key_type
+        key: mbedtls_pk.RSA | mbedtls_pk.ECC
+        if credential.key_type is KeyType.RSA:
+            key = mbedtls_pk.RSA.from_DER(credential.private_key_der)
+        else:
+            key = mbedtls_pk.ECC.from_DER(credential.private_key_der)
+        cert = mbedtls_x509.CRT.from_DER(credential.certificate_der)
+        config = mbedtls_tls.DTLSConfiguration(
+            validate_certificates=False,
+            certificate_chain=((cert,), key),
+            ciphers=(name,),
+            lowest_supported_version=mbedtls_tls.DTLSVersion.DTLSv1_2,
+            highest_supported_version=mbedtls_tls.DTLSVersion.DTLSv1_2,
+            handshake_timeout_min=_RETRANSMIT_MIN,
+            handshake_timeout_max=max(_RETRANSMIT_MIN, min(_RETRANSMIT_MAX, handshake_timeout)),
+        )
+        self.context = mbedtls_tls.ServerContext(config)
+        self.lobby = self.context.wrap_buffers()
+
+
+class _Connection:
+    """Per-client state once its cookie verified."""
+
+    __slots__ = (
+        "__weakref__",
+        "addr",
+        "buf",
+        "client_random",
+        "deadline",
+        "established",
+        "host",
+        "rto",
+        "slot",
+        "wake_at",
+    )
+
+    def __init__(
+        self,
+        addr: Address,
+        buf: mbedtls_tls.TLSWrappedBuffer,
+        slot: _Slot,
+        client_random: bytes,
+        deadline: float,
+    ) -> None:
+        self.addr = addr
+        self.host = addr[0]
+        self.buf = buf
+        self.slot = slot
+        self.client_random = client_random
+        self.deadline = deadline
+        self.established = False
+        self.rto = _RETRANSMIT_MIN
+        self.wake_at = -1.0
+
+
+class DtlsListener:
+    """All DTLS connections of one UDP port (see the module docstring for the protocol).
+
+    Parameters:
+        credentials: one or two credentials of different key types. With both, the suite a
+            ClientHello offers first among ours decides which certificate is presented.
+        mtu: largest datagram produced (UDP payload bytes); `send()` accepts at most
+            `mtu - RECORD_OVERHEAD` bytes of plaintext.
+        handshake_timeout: seconds from cookie verification to the end of the handshake.
+        max_pending: handshakes in progress, in total; further cookie-bearing hellos are dropped.
+        max_pending_per_host: the same per client IPv4 address.
+        max_connections: pending plus established connections (None: no limit).
+    """
+
+    def __init__(
+        self,
+        credentials: Sequence[ServerCredential],
+        *,
+        mtu: int = DEFAULT_MTU,
+        handshake_timeout: float = 30.0,
+        max_pending: int = 1024,
+        max_pending_per_host: int = 256,
+        max_connections: int | None = None,
+    ) -> None:
+        if not credentials:
+            raise ValueError("at least one server credential is required")
+        types = [c.key_type for c in credentials]
+        if len(set(types)) != len(types):
+            raise ValueError("at most one credential per key type")
+        if not 256 <= mtu <= 65507:
+            raise ValueError(f"mtu {mtu} outside 256..65507")
+        if handshake_timeout <= 0:
+            raise ValueError("handshake_timeout must be positive")
+        if max_pending < 1 or max_pending_per_host < 1:
+            raise ValueError("pending limits must be at least 1")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.mtu = mtu
+        self.max_plaintext = mtu - RECORD_OVERHEAD
+        self.handshake_timeout = handshake_timeout
+        self.max_pending = max_pending
+        self.max_pending_per_host = max_pending_per_host
+        self.max_connections = max_connections
+        self._slots = [_Slot(c, handshake_timeout) for c in credentials]
+        for slot in self._slots:
+            slot.lobby.setmtu(mtu)
+        self._slot_by_suite = {slot.suite_id: slot for slot in self._slots}
+        self._conns: dict[Address, _Connection] = {}
+        self._pending_by_host: dict[str, int] = {}
+        self._pending = 0
+        self._timers: list[tuple[float, int, weakref.ref[_Connection]]] = []
+        self._timer_seq = itertools.count()
+        self._events: list[Event] = []
+        self._out: list[tuple[bytes, Address]] = []
+        self._rbuf = bytearray(_READ_CHUNK)
+        self._rview = memoryview(self._rbuf)
+        self._rarg = cast(bytes, self._rbuf)  # the stub says bytes; readinto needs it writable
+        self.drops: Counter[DropReason] = Counter()
+        """Datagrams dropped, by reason (monotonic counters)."""
+        self.hello_verify_requests = 0
+        """HelloVerifyRequests sent (monotonic)."""
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def key_types(self) -> tuple[KeyType, ...]:
+        """The key types this listener serves, in configuration order."""
+        return tuple(slot.key_type for slot in self._slots)
+
+    @property
+    def pending_count(self) -> int:
+        """Connections past the cookie exchange whose handshake is not finished."""
+        return self._pending
+
+    @property
+    def connection_count(self) -> int:
+        """All connections, pending and established."""
+        return len(self._conns)
+
+    def is_established(self, addr: Address) -> bool:
+        """True if `addr` has a connection for which HandshakeCompleted was emitted."""
+        conn = self._conns.get(addr)
+        return conn is not None and conn.established
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    def events(self) -> list[Event]:
+        """Return and forget the events produced since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Return and forget the datagrams to send, in order, each with its destination."""
+        out, self._out = self._out, []
+        return out
+
+    def next_timer(self) -> float | None:
+        """When `handle_timers` must be called next (same clock as `now`), or None."""
+        timers = self._timers
+        while timers:
+            when, _, ref = timers[0]
+            conn = ref()
+            if conn is not None and conn.wake_at == when and not conn.established:
+                return when
+            heapq.heappop(timers)
+        return None
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
+        """Process one received UDP datagram from `addr` at time `now` (seconds, monotonic)."""
+        conn = self._conns.get(addr)
+        if (
+            conn is not None
+            and conn.established
+            and data
+            and data[0] == CONTENT_APPLICATION_DATA
+            and len(data) <= MAX_DATAGRAM
+        ):
+            self._read(conn, data)  # the hot path
+            return
+        try:
+            self._slow_path(conn, data, addr, now)
+        except Exception:
+            # A bug must cost at most this one peer, never the whole listener.
+            _log.exception("internal error on a datagram from %s:%s", *addr)
+            self.drops[DropReason.INTERNAL_ERROR] += 1
+            conn = self._conns.get(addr)
+            if conn is not None:
+                self._remove(conn)
+                self._events.append(
+                    ConnectionClosed(addr, CloseReason.PROTOCOL_ERROR, conn.established)
+                )
+
+    def handle_timers(self, now: float) -> None:
+        """Run retransmissions and handshake timeouts that are due at `now`."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, ref = heapq.heappop(timers)
+            conn = ref()
+            if conn is None or conn.wake_at != when or conn.established:
+                continue
+            if self._conns.get(conn.addr) is not conn:
+                continue
+            if now >= conn.deadline:
+                self._fail(conn, CloseReason.HANDSHAKE_TIMEOUT)
+                continue
+            produced = self._handshake(conn, now)
+            if conn.established or self._conns.get(conn.addr) is not conn:
+                continue
+            if produced:
+                conn.rto = min(conn.rto * 2, _RETRANSMIT_MAX)
+                self._schedule(conn, now + conn.rto)
+            else:
+                self._schedule(conn, now + _REPOLL)
+
+    def send(self, addr: Address, plaintext: bytes) -> None:
+        """Encrypt `plaintext` as one application-data record to the established peer `addr`.
+
+        Raises DtlsError if `addr` has no established connection or the plaintext is empty or
+        longer than `max_plaintext` (mbedtls would destroy the session instead of fragmenting).
+        If the connection turns out to be broken it is closed with a ConnectionClosed event.
+        """
+        conn = self._conns.get(addr)
+        if conn is None or not conn.established:
+            raise DtlsError(f"no established DTLS connection with {addr[0]}:{addr[1]}")
+        size = len(plaintext)
+        if size > self.max_plaintext or size == 0:
+            raise DtlsError(
+                f"plaintext of {size} bytes; a record carries 1..{self.max_plaintext} bytes"
+            )
+        buf = conn.buf
+        try:
+            pending = buf.write(plaintext)
+        except mbedtls_tls.WantReadError:
+            # Output ring full: cannot happen while we flush after every call.
+            self._flush(conn)
+            try:
+                pending = buf.write(plaintext)
+            except TLSError:
+                self._fail(conn, CloseReason.PROTOCOL_ERROR)
+                return
+        except TLSError:
+            self._fail(conn, CloseReason.PROTOCOL_ERROR)
+            return
+        if pending <= self.mtu:
+            record = buf.peek_outgoing(pending)
+            buf.consume_outgoing(pending)
+            self._out.append((record, addr))
+        else:
+            self._flush(conn)
+
+    def close(self, addr: Address) -> bool:
+        """Send close_notify (if established) and forget `addr`. No event. False if unknown."""
+        conn = self._conns.get(addr)
+        if conn is None:
+            return False
+        if conn.established:
+            with contextlib.suppress(TLSError):
+                conn.buf.shutdown()
+            self._flush(conn)
+        self._remove(conn)
+        return True
+
+    def abort(self, addr: Address) -> bool:
+        """Forget `addr` without sending anything. No event. False if unknown."""
+        conn = self._conns.get(addr)
+        if conn is None:
+            return False
+        self._remove(conn)
+        return True
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _slow_path(self, conn: _Connection | None, data: bytes, addr: Address, now: float) -> None:
+        if len(data) > MAX_DATAGRAM:
+            self.drops[DropReason.OVERSIZED] += 1
+            return
+        if not looks_like_record(data):
+            self.drops[DropReason.GARBAGE] += 1
+            return
+        if is_client_hello(data):
+            try:
+                hello = _parse_client_hello(data)
+            except ClientHelloError:
+                self.drops[DropReason.BAD_CLIENT_HELLO] += 1
+                return
+            if conn is not None and hello.random == conn.client_random:
+                if conn.established:
+                    self.drops[DropReason.DUPLICATE_CLIENT_HELLO] += 1
+                    return
+                self._feed_handshake(conn, data, now)  # a retransmitted hello
+                return
+            self._lobby(hello, data, addr, now)
+            return
+        if conn is None:
+            self.drops[DropReason.UNKNOWN_ADDRESS] += 1
+        elif conn.established:
+            self._read(conn, data)
+        else:
+            self._feed_handshake(conn, data, now)
+
+    def _lobby(self, hello: ClientHello, data: bytes, addr: Address, now: float) -> None:
+        slot = None
+        for suite in hello.cipher_suites:
+            slot = self._slot_by_suite.get(suite)
+            if slot is not None:
+                break
+        if slot is None:
+            self.drops[DropReason.NO_SHARED_CIPHER] += 1
+            return
+        old = self._conns.get(addr)
+        if hello.cookie:
+            reason = self._limit_reached(addr[0], old)
+            if reason is not None:
+                self.drops[reason] += 1
+                return
+        try:
+            client_id = socket.inet_aton(addr[0]) + addr[1].to_bytes(2, "big")
+        except (OSError, OverflowError, TypeError):
+            self.drops[DropReason.GARBAGE] += 1
+            return
+        buf = slot.lobby
+        buf.setcookieparam(client_id)
+        buf.receive_from_network(data)
+        try:
+            self._steps(buf)
+        except mbedtls_tls.HelloVerifyRequest:
+            self.hello_verify_requests += 1
+            if hello.cookie:
+                self.drops[DropReason.BAD_COOKIE] += 1
+            self._flush_buffer(buf, addr)
+            self._clear(buf)
+            return
+        except TLSError:
+            self.drops[DropReason.HELLO_REJECTED] += 1
+            self._clear(buf)
+            return
+        state = buf._handshake_state
+        if state is _HELLO_REQUEST or state is _CLIENT_HELLO:
+            self.drops[DropReason.HELLO_REJECTED] += 1
+            self._clear(buf)
+            try:
+                cast(Any, buf)._reset()  # mbedtls_ssl_session_reset; not in the stub
+            except TLSError:
+                slot.lobby = self._new_lobby(slot)
+            return
+        # The cookie verified: this buffer is now the client's connection.
+        slot.lobby = self._new_lobby(slot)
+        if old is not None:
+            self._remove(old)
+            self._events.append(ConnectionClosed(addr, CloseReason.REPLACED, old.established))
+        conn = _Connection(addr, buf, slot, hello.random, now + self.handshake_timeout)
+        self._conns[addr] = conn
+        self._pending += 1
+        self._pending_by_host[conn.host] = self._pending_by_host.get(conn.host, 0) + 1
+        self._flush(conn)
+        self._schedule(conn, now + conn.rto)
+
+    def _limit_reached(self, host: str, old: _Connection | None) -> DropReason | None:
+        replaced_pending = old is not None and not old.established
+        pending = self._pending - replaced_pending
+        if pending >= self.max_pending:
+            return DropReason.PENDING_LIMIT
+        if self._pending_by_host.get(host, 0) - replaced_pending >= self.max_pending_per_host:
+            return DropReason.HOST_PENDING_LIMIT
+        if (
+            self.max_connections is not None
+            and len(self._conns) - (old is not None) >= self.max_connections
+        ):
+            return DropReason.CONNECTION_LIMIT
+        return None
+
+    def _new_lobby(self, slot: _Slot) -> mbedtls_tls.TLSWrappedBuffer:
+        lobby = slot.context.wrap_buffers()
+        lobby.setmtu(self.mtu)
+        return lobby
+
+    @staticmethod
+    def _clear(buf: mbedtls_tls.TLSWrappedBuffer) -> None:
+        buf._input_buffer.clear()  # type: ignore[attr-defined]
+        buf._output_buffer.clear()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _steps(buf: mbedtls_tls.TLSWrappedBuffer) -> None:
+        """Step the handshake until it needs input or is over. Output stays in the ring."""
+        for _ in range(_MAX_STEPS):
+            if buf._handshake_state is _HANDSHAKE_OVER:
+                return
+            try:
+                buf.do_handshake()
+            except mbedtls_tls.WantReadError:
+                return
+            except mbedtls_tls.WantWriteError:
+                continue
+
+    def _feed_handshake(self, conn: _Connection, data: bytes, now: float) -> None:
+        try:
+            conn.buf.receive_from_network(data)
+        except BufferError:
+            self._clear(conn.buf)
+            self.drops[DropReason.OVERSIZED] += 1
+            return
+        produced = self._handshake(conn, now)
+        if produced and not conn.established and self._conns.get(conn.addr) is conn:
+            # mbedtls restarts its retransmission timer with every new flight.
+            conn.rto = _RETRANSMIT_MIN
+            self._schedule(conn, now + conn.rto)
+
+    def _handshake(self, conn: _Connection, now: float) -> bool:
+        """Advance a pending handshake; True if it produced output. Completes or fails it."""
+        buf = conn.buf
+        try:
+            self._steps(buf)
+        except TLSError as exc:
+            produced = self._flush(conn)
+            reason = (
+                CloseReason.HANDSHAKE_TIMEOUT
+                if _err(exc) == _ERR_TIMEOUT
+                else CloseReason.HANDSHAKE_FAILED
+            )
+            self._fail(conn, reason)
+            return produced
+        produced = self._flush(conn)
+        if buf._handshake_state is _HANDSHAKE_OVER:
+            self._complete(conn)
+        return produced
+
+    def _complete(self, conn: _Connection) -> None:
+        buf = conn.buf
+        der = buf.getpeercert(binary_form=True)
+        if not der:
+            with contextlib.suppress(TLSError):
+                buf.shutdown()
+            self._flush(conn)
+            self._fail(conn, CloseReason.NO_CLIENT_CERTIFICATE)
+            return
+        conn.established = True
+        self._pending -= 1
+        self._release_host(conn.host)
+        self._events.append(
+            HandshakeCompleted(conn.addr, bytes(der), _suite_name(buf), conn.slot.key_type)
+        )
+        # The datagram that finished the handshake may carry application data as well.
+        if buf._input_buffer:
+            self._read(conn, b"")
+
+    def _read(self, conn: _Connection, data: bytes) -> None:
+        """Decrypt every record of one datagram on an established connection."""
+        buf = conn.buf
+        if data:
+            try:
+                buf.receive_from_network(data)
+            except BufferError:
+                self._clear(buf)
+                self.drops[DropReason.OVERSIZED] += 1
+                return
+        view = self._rview
+        events = self._events
+        addr = conn.addr
+        got = False
+        while True:
+            try:
+                n = buf.readinto(self._rarg, _READ_CHUNK)
+            except mbedtls_tls.WantReadError:
+                break
+            except mbedtls_tls.RaggedEOF:
+                continue
+            except TLSError as exc:
+                self._flush(conn)
+                err = _err(exc)
+                if err == _ERR_PEER_CLOSE_NOTIFY:
+                    reason = CloseReason.CLOSE_NOTIFY
+                elif err == _ERR_FATAL_ALERT_MESSAGE:
+                    reason = CloseReason.FATAL_ALERT
+                else:
+                    reason = CloseReason.PROTOCOL_ERROR
+                self._fail(conn, reason)
+                return
+            got = True
+            events.append(ApplicationData(addr, bytes(view[:n])))
+        if buf._output_buffer:
+            self._flush(conn)
+        elif not got and data and data[0] == CONTENT_APPLICATION_DATA:
+            self.drops[DropReason.DISCARDED] += 1
+        if buf._input_buffer:
+            buf._input_buffer.clear()  # type: ignore[attr-defined]
+
+    def _flush(self, conn: _Connection) -> bool:
+        return self._flush_buffer(conn.buf, conn.addr)
+
+    def _flush_buffer(self, buf: mbedtls_tls.TLSWrappedBuffer, addr: Address) -> bool:
+        """Move everything in the output ring to the send queue; True if there was any."""
+        pending = len(buf._output_buffer)
+        if not pending:
+            return False
+        data = buf.peek_outgoing(pending)
+        buf.consume_outgoing(pending)
+        if pending <= self.mtu:
+            self._out.append((data, addr))
+            return True
+        try:
+            datagrams = pack_datagrams(data, self.mtu)
+        except RecordError:
+            datagrams = [data]
+        self._out.extend((datagram, addr) for datagram in datagrams)
+        return True
+
+    def _schedule(self, conn: _Connection, when: float) -> None:
+        when = min(when, conn.deadline)
+        conn.wake_at = when
+        heapq.heappush(self._timers, (when, next(self._timer_seq), weakref.ref(conn)))
+
+    def _fail(self, conn: _Connection, reason: CloseReason) -> None:
+        established = conn.established
+        self._remove(conn)
+        self._events.append(ConnectionClosed(conn.addr, reason, established))
+
+    def _remove(self, conn: _Connection) -> None:
+        if self._conns.get(conn.addr) is conn:
+            del self._conns[conn.addr]
+            if not conn.established:
+                self._pending -= 1
+                self._release_host(conn.host)
+        conn.wake_at = -1.0
+
+    def _release_host(self, host: str) -> None:
+        left = self._pending_by_host.get(host, 0) - 1
+        if left > 0:
+            self._pending_by_host[host] = left
+        else:
+            self._pending_by_host.pop(host, None)
+
+
+def _suite_name(buf: mbedtls_tls.TLSWrappedBuffer) -> str:
+    name = cast(object, buf.cipher())  # a str at run time, whatever the stub says
+    if isinstance(name, bytes):
+        return name.decode("ascii", "replace")
+    return str(name or "")
+
+
+def _err(exc: TLSError) -> int:
+    """The positive mbedtls error code of a TLSError (0 if it has none)."""
+    code = getattr(exc, "err", None)
+    return abs(code) if isinstance(code, int) else 0

@@ -1,0 +1,593 @@
+"""DtlsListener (mbedtls) against the real pyOpenSSL client, in memory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sengd.testing.enclave_emu import Build, DtlsClient
+from sengd.tunnel.clienthello import parse_client_hello
+from sengd.tunnel.dtls import (
+    ApplicationData,
+    CloseReason,
+    ConnectionClosed,
+    DropReason,
+    DtlsError,
+    DtlsListener,
+    HandshakeCompleted,
+    KeyType,
+)
+from tests.unit.tunnel.certs import client_identity, server_credential
+from tests.unit.tunnel.harness import Link
+
+HANDSHAKE = 22
+HELLO_VERIFY_REQUEST = 3
+
+
+def listener_for(*kinds: str, **kwargs: object) -> DtlsListener:
+    return DtlsListener([server_credential(kind) for kind in kinds], **kwargs)  # type: ignore[arg-type]
+
+
+def client_for(kind: str, server_kind: str | None = None, **kwargs: object) -> DtlsClient:
+    pin = server_credential(server_kind or kind).certificate_der
+    return DtlsClient(client_identity(kind), pinned_server_cert=pin, **kwargs)  # type: ignore[arg-type]
+
+
+def connected(kind: str = "ecdsa", addr: tuple[str, int] = ("10.1.2.3", 40001)) -> Link:
+    link = Link(listener_for(kind), client_for(kind), addr)
+    link.handshake()
+    assert link.client.established
+    assert link.listener.is_established(addr)
+    return link
+
+
+def completed(link: Link) -> list[HandshakeCompleted]:
+    return [e for e in link.events if isinstance(e, HandshakeCompleted)]
+
+
+def closed(link: Link) -> list[ConnectionClosed]:
+    return [e for e in link.events if isinstance(e, ConnectionClosed)]
+
+
+def app_data(link: Link) -> list[bytes]:
+    return [e.data for e in link.events if isinstance(e, ApplicationData)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "suite"),
+    [
+        ("rsa", "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"),
+        ("ecdsa", "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"),
+    ],
+)
+def test_handshake_goes_through_hello_verify_request(kind: str, suite: str) -> None:
+    link = Link(listener_for(kind), client_for(kind))
+    link.handshake()
+
+    first = link.server_datagrams[0]
+    assert first[0] == HANDSHAKE and first[13] == HELLO_VERIFY_REQUEST
+    assert link.listener.hello_verify_requests == 1
+    (done,) = completed(link)
+    assert done.addr == link.addr
+    assert done.peer_cert_der == client_identity(kind).certificate_der
+    assert done.cipher_suite == suite
+    assert done.key_type == KeyType(kind)
+    assert link.client.server_certificate == server_credential(kind).certificate_der
+    assert link.listener.pending_count == 0
+    assert link.listener.connection_count == 1
+    assert not link.listener.drops
+    assert all(len(d) <= 1472 for d in link.server_datagrams)
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+def test_both_credentials_configured_suite_selects_certificate(kind: str) -> None:
+    listener = listener_for("ecdsa", "rsa")
+    link = Link(listener, client_for(kind))
+    link.handshake()
+    (done,) = completed(link)
+    assert done.key_type == KeyType(kind)
+    assert link.client.server_certificate == server_credential(kind).certificate_der
+    assert listener.key_types == (KeyType.ECDSA, KeyType.RSA)
+
+
+def test_client_offering_both_suites_gets_its_first_choice() -> None:
+    listener = listener_for("rsa", "ecdsa")
+    # Offer both builds' suites, ECDSA first (a generic OpenSSL client, not a SENG build).
+    client = DtlsClient(
+        client_identity("ecdsa"),
+        pinned_server_cert=None,
+        cipher_list=b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384",
+    )
+    link = Link(listener, client)
+    link.handshake()
+    (done,) = completed(link)
+    assert done.key_type == KeyType.ECDSA
+
+
+def test_no_shared_cipher_is_dropped_silently() -> None:
+    link = Link(listener_for("rsa"), client_for("ecdsa", "rsa"))
+    link.client.start()
+    link.pump()
+    assert link.server_datagrams == []
+    assert link.listener.drops[DropReason.NO_SHARED_CIPHER] == 1
+    assert link.listener.connection_count == 0
+
+
+@pytest.mark.parametrize("padding", [8000, 12000])
+def test_large_client_certificate_is_reassembled(padding: int) -> None:
+    identity = client_identity("rsa", padding=padding)
+    assert len(identity.certificate_der) > padding
+    client = DtlsClient(identity, pinned_server_cert=server_credential("rsa").certificate_der)
+    link = Link(listener_for("rsa"), client)
+    link.handshake()
+    (done,) = completed(link)
+    assert done.peer_cert_der == identity.certificate_der
+
+
+def test_client_without_certificate_is_rejected() -> None:
+    client = DtlsClient(
+        None, pinned_server_cert=server_credential("ecdsa").certificate_der, build=Build.ECDSA
+    )
+    link = Link(listener_for("ecdsa"), client)
+    link.client.start()
+    link.run(until=lambda: bool(closed(link)) and link.client.closed)
+    assert completed(link) == []
+    (event,) = closed(link)
+    assert event.reason == CloseReason.NO_CLIENT_CERTIFICATE
+    assert not event.established
+    assert link.client.close_reason == "close-notify"
+    assert link.listener.connection_count == 0
+    assert link.listener.pending_count == 0
+
+
+def test_pin_mismatch_fails_the_handshake_on_both_sides() -> None:
+    client = DtlsClient(
+        client_identity("ecdsa"), pinned_server_cert=server_credential("rsa").certificate_der
+    )
+    link = Link(listener_for("ecdsa"), client)
+    link.handshake()
+    assert link.client.closed and link.client.pin_mismatch
+    assert completed(link) == []
+    (event,) = closed(link)
+    assert event.reason == CloseReason.HANDSHAKE_FAILED
+    assert link.listener.connection_count == 0
+
+
+def test_client_without_extended_master_secret() -> None:
+    client = client_for("rsa", extended_master_secret=False)
+    client.start()
+    hello = parse_client_hello(client.datagrams_to_send()[0])
+    assert 0x17 not in hello.extensions
+    assert hello.cipher_suites[0] == 0xC030
+    link = Link(listener_for("rsa"), client_for("rsa", extended_master_secret=False))
+    link.handshake()
+    assert link.client.established and not link.client.extended_master_secret
+    ems_link = connected("rsa")
+    assert ems_link.client.extended_master_secret
+
+
+def test_application_data_both_ways_full_size_records() -> None:
+    link = connected("ecdsa")
+    listener, client = link.listener, link.client
+    assert listener.max_plaintext == 1435
+    sent = [os.urandom(1400) for _ in range(50)] + [os.urandom(1435), b"x"]
+    for payload in sent:
+        client.send(payload)
+    link.pump()
+    assert app_data(link) == sent
+    replies = [os.urandom(1400) for _ in range(50)] + [os.urandom(1435)]
+    for payload in replies:
+        listener.send(link.addr, payload)
+    out = listener.datagrams_to_send()
+    assert all(len(d) <= 1472 and addr == link.addr for d, addr in out)
+    for datagram, _ in out:
+        client.datagram_received(datagram)
+    assert client.records() == replies
+
+
+def test_several_records_in_one_datagram_all_arrive() -> None:
+    link = connected("rsa")
+    for payload in (b"one", b"two", b"three"):
+        link.client.send(payload)
+    datagram = b"".join(link.client.datagrams_to_send())
+    link.listener.datagram_received(datagram, link.addr, 0.0)
+    link.collect()
+    assert app_data(link) == [b"one", b"two", b"three"]
+
+
+def test_send_size_guard_keeps_the_session() -> None:
+    link = connected("ecdsa")
+    listener = link.listener
+    with pytest.raises(DtlsError, match="1435"):
+        listener.send(link.addr, b"x" * 1436)
+    with pytest.raises(DtlsError):
+        listener.send(link.addr, b"")
+    with pytest.raises(DtlsError, match="no established"):
+        listener.send(("10.9.9.9", 1), b"x")
+    listener.send(link.addr, b"still alive")
+    for datagram, _ in listener.datagrams_to_send():
+        link.client.datagram_received(datagram)
+    assert link.client.records() == [b"still alive"]
+
+
+def test_smaller_mtu_limits_datagrams_and_plaintext() -> None:
+    listener = listener_for("rsa", mtu=1200)
+    link = Link(listener, client_for("rsa", mtu=1200))
+    link.handshake()
+    assert listener.max_plaintext == 1163
+    assert all(len(d) <= 1200 for d in link.server_datagrams)
+    with pytest.raises(DtlsError):
+        listener.send(link.addr, b"x" * 1164)
+
+
+def test_close_notify_from_client() -> None:
+    link = connected("rsa")
+    link.client.close()
+    link.pump()
+    (event,) = closed(link)
+    assert event == ConnectionClosed(link.addr, CloseReason.CLOSE_NOTIFY, True)
+    assert link.listener.connection_count == 0
+
+
+def test_close_from_server_sends_close_notify() -> None:
+    link = connected("ecdsa")
+    assert link.listener.close(link.addr)
+    link.pump()
+    assert link.client.closed and link.client.close_reason == "close-notify"
+    assert closed(link) == []
+    assert link.listener.connection_count == 0
+    assert not link.listener.close(link.addr)
+
+
+def test_abort_sends_nothing() -> None:
+    link = connected("ecdsa")
+    assert link.listener.abort(link.addr)
+    assert link.listener.datagrams_to_send() == []
+    assert link.listener.connection_count == 0
+    assert not link.listener.abort(link.addr)
+
+
+def test_reconnect_from_same_address_replaces_only_after_cookie() -> None:
+    link = connected("ecdsa")
+    listener = link.listener
+    newcomer = client_for("ecdsa")
+    newcomer.start()
+    hello = newcomer.datagrams_to_send()
+    for datagram in hello:
+        listener.datagram_received(datagram, link.addr, 0.0)
+    # Only a HelloVerifyRequest so far: the old connection is untouched.
+    (hvr,) = listener.datagrams_to_send()
+    assert hvr[0][13] == HELLO_VERIFY_REQUEST
+    assert listener.events() == []
+    link.client.send(b"old still works")
+    link.pump()
+    assert app_data(link) == [b"old still works"]
+
+    link2 = Link(listener, newcomer, link.addr)
+    newcomer.datagram_received(hvr[0])
+    link2.run(until=lambda: newcomer.established and listener.is_established(link.addr))
+    link2.pump()
+    assert link2.events[0] == ConnectionClosed(link.addr, CloseReason.REPLACED, True)
+    assert isinstance(link2.events[1], HandshakeCompleted)
+    newcomer.send(b"new")
+    link2.pump()
+    assert app_data(link2) == [b"new"]
+    assert listener.connection_count == 1
+
+
+def test_forged_cookie_does_not_touch_established_connection() -> None:
+    link = connected("ecdsa")
+    listener = link.listener
+    attacker = client_for("ecdsa")
+    attacker.start()
+    (hello,) = attacker.datagrams_to_send()
+    # Rewrite the hello with a made-up cookie (the 1-byte cookie length follows the session id).
+    parsed = parse_client_hello(hello)
+    offset = 13 + 12 + 2 + 32 + 1 + len(parsed.session_id)
+    assert hello[offset] == 0
+    body = hello[13 + 12 : offset] + bytes([20]) + os.urandom(20) + hello[offset + 1 :]
+    forged = (
+        hello[:11]
+        + (12 + len(body)).to_bytes(2, "big")
+        + bytes([1])
+        + len(body).to_bytes(3, "big")
+        + hello[17:19]
+        + b"\0\0\0"
+        + len(body).to_bytes(3, "big")
+        + body
+    )
+    assert parse_client_hello(forged).cookie
+    listener.datagram_received(forged, link.addr, 0.0)
+    assert listener.drops[DropReason.BAD_COOKIE] == 1
+    assert listener.events() == []
+    assert listener.is_established(link.addr)
+    link.client.send(b"alive")
+    link.pump()
+    assert app_data(link) == [b"alive"]
+
+
+def test_replayed_client_hello_after_handshake_is_dropped() -> None:
+    client = client_for("rsa")
+    captured: list[bytes] = []
+
+    def capture(_index: int, datagram: bytes) -> bool:
+        captured.append(datagram)
+        return True
+
+    link = Link(listener_for("rsa"), client, to_server=capture)
+    link.handshake()
+    cookie_hello = captured[1]
+    assert parse_client_hello(cookie_hello).cookie
+    link.listener.datagram_received(cookie_hello, link.addr, 0.0)
+    assert link.listener.drops[DropReason.DUPLICATE_CLIENT_HELLO] == 1
+    assert link.listener.datagrams_to_send() == []
+    link.client.send(b"fine")
+    link.pump()
+    assert app_data(link) == [b"fine"]
+
+
+PLAINTEXT_FATAL_ALERT = b"\x15\xfe\xfd\x00\x00" + b"\x00" * 6 + b"\x00\x02" + b"\x02\x28"
+
+GARBAGE = [
+    b"",
+    b"\x00",
+    os.urandom(7),
+    b"\x17\xfe\xfd" + b"\x00" * 10,  # header only, length 0
+    b"\x16\xfe\xfd" + b"\x00" * 8 + b"\x00\x40" + b"x" * 10,  # truncated record
+    b"\x16\xfe\xfd\x00\x00" + b"\x00" * 6 + b"\x00\x05" + b"\x01\x00\x00\x00\x00",  # bad hello
+    PLAINTEXT_FATAL_ALERT,
+    b"\x17\xfe\xfd\x00\x01" + b"\x00" * 6 + b"\x00\x20" + os.urandom(32),  # forged app data
+    b"GET / HTTP/1.1\r\n\r\n",
+    os.urandom(1400),
+    b"\x16" * 20000,
+]
+
+
+def test_garbage_from_unknown_addresses_is_dropped_and_counted() -> None:
+    listener = listener_for("ecdsa", "rsa")
+    for index, datagram in enumerate(GARBAGE):
+        listener.datagram_received(datagram, (f"10.0.0.{index + 1}", 999), 0.0)
+    assert listener.datagrams_to_send() == []
+    assert listener.events() == []
+    assert listener.connection_count == 0
+    assert sum(listener.drops.values()) == len(GARBAGE)
+    assert listener.drops[DropReason.OVERSIZED] == 1
+
+
+def test_garbage_during_handshake_does_not_break_it() -> None:
+    link = Link(listener_for("ecdsa"), client_for("ecdsa"))
+    injected = False
+
+    def inject(index: int, datagram: bytes) -> bool:
+        nonlocal injected
+        if index >= 1 and not injected:  # after the cookie hello
+            injected = True
+            for junk in GARBAGE:
+                if junk != PLAINTEXT_FATAL_ALERT:
+                    link.listener.datagram_received(junk, link.addr, 0.0)
+        return True
+
+    link.to_client = inject
+    link.handshake()
+    assert injected
+    assert len(completed(link)) == 1
+    assert link.client.established
+
+
+def test_plaintext_fatal_alert_during_handshake_ends_it() -> None:
+    # DTLS 1.2 has no way to authenticate an alert before the keys exist; it is also how a
+    # client tells us it rejected our certificate, so it is honoured (and only then).
+    link = Link(listener_for("ecdsa"), client_for("ecdsa"))
+    link.client.start()
+    link.pump()
+    link.pump()
+    assert link.listener.pending_count == 1
+    link.listener.datagram_received(PLAINTEXT_FATAL_ALERT, link.addr, 0.0)
+    link.collect()
+    assert closed(link) == [ConnectionClosed(link.addr, CloseReason.HANDSHAKE_FAILED, False)]
+    assert link.listener.pending_count == 0
+
+
+def test_garbage_after_handshake_is_discarded_and_session_survives() -> None:
+    link = connected("rsa")
+    other = connected("rsa", ("10.1.2.4", 40002))
+    listener = link.listener
+    link.client.send(b"a real one")
+    (real,) = link.client.datagrams_to_send()
+    tampered = bytearray(real)
+    tampered[-1] ^= 1
+    for junk in [*GARBAGE, bytes(tampered), real[:-5]]:
+        listener.datagram_received(junk, link.addr, 0.0)
+        other.listener.datagram_received(junk, other.addr, 0.0)
+    link.collect()
+    assert listener.is_established(link.addr)
+    assert closed(link) == []
+    assert listener.drops[DropReason.DISCARDED] >= 2
+    listener.datagram_received(real, link.addr, 0.0)
+    link.collect()
+    assert app_data(link) == [b"a real one"]
+    # Replaying the same record is discarded (anti-replay).
+    listener.datagram_received(real, link.addr, 0.0)
+    link.collect()
+    assert app_data(link) == [b"a real one"]
+    other.client.send(b"other fine")
+    other.pump()
+    assert app_data(other) == [b"other fine"]
+
+
+def test_two_connections_on_one_listener_are_independent() -> None:
+    listener = listener_for("ecdsa", "rsa")
+    one = Link(listener, client_for("ecdsa"), ("10.0.0.1", 1000))
+    two = Link(listener, client_for("rsa"), ("10.0.0.1", 1001))
+    one.handshake()
+    two.handshake()
+    assert listener.connection_count == 2
+    listener.send(one.addr, b"to one")
+    listener.send(two.addr, b"to two")
+    for datagram, addr in listener.datagrams_to_send():
+        (one if addr == one.addr else two).client.datagram_received(datagram)
+    assert one.client.records() == [b"to one"]
+    assert two.client.records() == [b"to two"]
+    one.client.close()
+    one.pump()
+    two.client.send(b"two lives")
+    two.pump()
+    assert [e.data for e in two.events if isinstance(e, ApplicationData)] == [b"two lives"]
+    assert listener.connection_count == 1
+
+
+def test_unknown_address_non_hello_record() -> None:
+    link = connected("ecdsa")
+    link.client.send(b"x")
+    (record,) = link.client.datagrams_to_send()
+    link.listener.datagram_received(record, ("10.200.0.1", 5), 0.0)
+    assert link.listener.drops[DropReason.UNKNOWN_ADDRESS] == 1
+    assert link.listener.events() == []
+
+
+def test_handshake_timeout_with_a_client_that_stops() -> None:
+    now = 1000.0
+    listener = listener_for("ecdsa", handshake_timeout=30.0)
+    link = Link(listener, client_for("ecdsa"), clock=lambda: now)
+    # Stop after the cookie hello: the server has sent its flight and waits.
+    link.client.start()
+    link.pump()
+    link.pump()
+    assert listener.pending_count == 1
+    timer = listener.next_timer()
+    assert timer == pytest.approx(now + 1.0)
+    listener.handle_timers(now + 29.0)
+    link.collect()
+    assert closed(link) == []
+    listener.handle_timers(now + 30.0)
+    link.collect()
+    assert closed(link) == [ConnectionClosed(link.addr, CloseReason.HANDSHAKE_TIMEOUT, False)]
+    assert listener.pending_count == 0
+    assert listener.connection_count == 0
+    assert listener.next_timer() is None
+
+
+def test_no_timer_without_pending_handshakes() -> None:
+    link = connected("ecdsa")
+    assert link.listener.next_timer() is None
+    link.listener.handle_timers(1e12)
+    assert link.listener.is_established(link.addr)
+
+
+@pytest.mark.slow
+def test_server_retransmits_its_flight_with_backoff() -> None:
+    import time
+
+    times: list[float] = []
+    start = time.monotonic()
+
+    def drop_after_hvr(index: int, _datagram: bytes) -> bool:
+        if index >= 1:
+            times.append(time.monotonic() - start)
+            return False
+        return True
+
+    link = Link(listener_for("ecdsa"), client_for("ecdsa"), to_client=drop_after_hvr)
+    # Feed the client nothing after the HVR and never let it retransmit on its own.
+    link.client.start()
+    link.pump()
+    link.pump()
+    deadline = time.monotonic() + 3.6
+    while time.monotonic() < deadline:
+        timer = link.listener.next_timer()
+        assert timer is not None
+        time.sleep(max(0.0, min(timer - time.monotonic(), 0.1)))
+        link.listener.handle_timers(time.monotonic())
+        link.pump()
+    flights = sorted({round(t, 1) for t in times})
+    # First flight at ~0 s, retransmissions at ~+1 s and ~+3 s (1 s, then doubled).
+    assert flights[0] < 0.3
+    assert any(0.9 <= t <= 1.4 for t in flights)
+    assert any(2.9 <= t <= 3.5 for t in flights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("direction", "victim"),
+    [
+        ("to_client", 0),  # the HelloVerifyRequest
+        ("to_client", 1),  # the server's hello flight
+        ("to_server", 2),  # the first client certificate fragment
+        ("to_client", 2),  # the server's ChangeCipherSpec + Finished
+        ("to_server", 1),  # the cookie ClientHello
+    ],
+)
+def test_handshake_recovers_from_a_lost_datagram(direction: str, victim: int) -> None:
+    def lose(index: int, _datagram: bytes) -> bool:
+        return index != victim
+
+    link = Link(listener_for("rsa"), client_for("rsa"), **{direction: lose})  # type: ignore[arg-type]
+    link.handshake(timeout=15.0)
+    assert link.client.established
+    assert len(completed(link)) == 1
+    link.client.send(b"after loss")
+    link.pump()
+    assert app_data(link) == [b"after loss"]
+    link.listener.send(link.addr, b"back")
+    for datagram, _ in link.listener.datagrams_to_send():
+        link.client.datagram_received(datagram)
+    assert link.client.records() == [b"back"]
+
+
+def test_pending_limit_per_host_and_total() -> None:
+    listener = listener_for("ecdsa", max_pending=3, max_pending_per_host=2)
+
+    def start(addr: tuple[str, int]) -> Link:
+        link = Link(listener, client_for("ecdsa"), addr)
+        link.client.start()
+        link.pump()  # hello -> HVR
+        link.pump()  # cookie hello -> flight (or dropped)
+        return link
+
+    start(("10.0.0.1", 1))
+    start(("10.0.0.1", 2))
+    assert listener.pending_count == 2
+    start(("10.0.0.1", 3))
+    assert listener.drops[DropReason.HOST_PENDING_LIMIT] == 1
+    start(("10.0.0.2", 1))
+    assert listener.pending_count == 3
+    start(("10.0.0.3", 1))
+    assert listener.drops[DropReason.PENDING_LIMIT] == 1
+    assert listener.pending_count == 3
+
+
+def test_connection_limit() -> None:
+    listener = listener_for("ecdsa", max_connections=1)
+    Link(listener, client_for("ecdsa"), ("10.0.0.1", 1)).handshake()
+    second = Link(listener, client_for("ecdsa"), ("10.0.0.2", 1))
+    second.client.start()
+    second.pump()
+    second.pump()
+    assert listener.drops[DropReason.CONNECTION_LIMIT] == 1
+    assert listener.connection_count == 1
+
+
+def test_listener_parameters_are_validated() -> None:
+    ecdsa = server_credential("ecdsa")
+    with pytest.raises(ValueError, match="at least one"):
+        DtlsListener([])
+    with pytest.raises(ValueError, match="one credential per key type"):
+        DtlsListener([ecdsa, ecdsa])
+    with pytest.raises(ValueError, match="mtu"):
+        DtlsListener([ecdsa], mtu=100)
+    with pytest.raises(ValueError, match="handshake_timeout"):
+        DtlsListener([ecdsa], handshake_timeout=0)
+    with pytest.raises(ValueError, match="pending"):
+        DtlsListener([ecdsa], max_pending=0)
+    with pytest.raises(ValueError, match="max_connections"):
+        DtlsListener([ecdsa], max_connections=0)
+
+
+def test_events_and_datagrams_are_drained() -> None:
+    link = connected("ecdsa")
+    assert link.listener.events() == []
+    assert link.listener.datagrams_to_send() == []
+    key = server_credential("ecdsa").private_key_der
+    assert key.hex() not in repr(server_credential("ecdsa"))
+    assert "peer_cert_der" not in repr(HandshakeCompleted(link.addr, b"x", "s", KeyType.RSA))
