@@ -24,6 +24,7 @@ class Reason(StrEnum):
     CERT_EXPIRED = "cert-expired"
     CERT_SIGNATURE_INVALID = "cert-signature-invalid"
     KEY_UNSUPPORTED = "key-unsupported"
+    CERT_CRITICAL_EXTENSION = "cert-critical-extension"
     # IAS report and its signing chain (EPID)
     IAS_CHAIN_UNTRUSTED = "ias-chain-untrusted"
     IAS_CHAIN_EXPIRED = "ias-chain-expired"
@@ -33,15 +34,25 @@ class Reason(StrEnum):
     REPORT_FROM_FUTURE = "report-from-future"
     QUOTE_MALFORMED = "quote-malformed"
     QUOTE_STATUS_REJECTED = "quote-status-rejected"
+    IAS_CHAIN_NOT_YET_VALID = "ias-chain-not-yet-valid"
     # Binding and enclave properties
     KEY_BINDING_MISMATCH = "key-binding-mismatch"
     DEBUG_ENCLAVE = "debug-enclave"
 
 
 class AttestationError(Exception):
-    """Evidence was rejected. `reason` is stable; `message` is for humans and may change."""
+    """Evidence was rejected. `reason` is stable; `message` is for humans and may change.
+
+    This is the only exception the attestation package lets escape for bad input, whatever the
+    bytes (property-based tests hold it to that). Messages never contain key material.
+    """
 
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
         self.message = message
+
+    def __reduce__(self) -> tuple[type[AttestationError], tuple[Reason, str]]:
+        # Exceptions with extra constructor arguments do not pickle by default; the data plane may
+        # hand rejections across a process boundary (and caches hold them).
+        return (type(self), (self.reason, self.message))
