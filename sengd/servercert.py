@@ -37,7 +37,7 @@ class ServerCertError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ServerCredential:
+class ServerKeyPair:
     """One certificate and its private key, PEM-encoded, with what operators need to pin it."""
 
     kind: str  # "ecdsa" or "rsa"
@@ -48,9 +48,9 @@ class ServerCredential:
     not_after: dt.datetime
 
 
-def load_credentials(tunnel: TunnelSection, now: dt.datetime) -> list[ServerCredential]:
+def load_credentials(tunnel: TunnelSection, now: dt.datetime) -> list[ServerKeyPair]:
     """The configured pairs (ECDSA first), or the generated ECDSA pair when none is configured."""
-    creds: list[ServerCredential] = []
+    creds: list[ServerKeyPair] = []
     if tunnel.ecdsa_certificate is not None and tunnel.ecdsa_private_key is not None:
         creds.append(load_pair("ecdsa", tunnel.ecdsa_certificate, tunnel.ecdsa_private_key, now))
     if tunnel.rsa_certificate is not None and tunnel.rsa_private_key is not None:
@@ -69,7 +69,7 @@ def _read(path: Path, what: str) -> bytes:
         raise ServerCertError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
 
 
-def load_pair(kind: str, cert_path: Path, key_path: Path, now: dt.datetime) -> ServerCredential:
+def load_pair(kind: str, cert_path: Path, key_path: Path, now: dt.datetime) -> ServerKeyPair:
     """Load and check one configured pair of kind "ecdsa" or "rsa"."""
     cert_pem = _read(cert_path, "certificate")
     key_pem = _read(key_path, "private key")
@@ -98,7 +98,7 @@ def load_pair(kind: str, cert_path: Path, key_path: Path, now: dt.datetime) -> S
 
 def _credential(
     kind: str, cert: x509.Certificate, cert_pem: bytes, key_pem: bytes, path: Path, now: dt.datetime
-) -> ServerCredential:
+) -> ServerKeyPair:
     fingerprint = cert.fingerprint(hashes.SHA256()).hex()
     not_after = cert.not_valid_after_utc
     if not_after <= now:
@@ -107,10 +107,10 @@ def _credential(
         )
     if not_after - now < EXPIRY_WARNING:
         emit(log, logging.WARNING, "server-cert-expiring", path=path, not_after=not_after)
-    return ServerCredential(kind, cert_pem, key_pem, path, fingerprint, not_after)
+    return ServerKeyPair(kind, cert_pem, key_pem, path, fingerprint, not_after)
 
 
-def ensure_generated(directory: Path, now: dt.datetime) -> ServerCredential:
+def ensure_generated(directory: Path, now: dt.datetime) -> ServerKeyPair:
     """Load the generated ECDSA P-384 pair from `directory`, creating it on first use."""
     cert_path, key_path = directory / GENERATED_CERT, directory / GENERATED_KEY
     if cert_path.exists() or key_path.exists():
