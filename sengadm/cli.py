@@ -15,7 +15,7 @@ from sengadm import exitcodes
 from sengd import __version__
 
 # Subcommand groups, in the order `sengadm --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("db", "attest")
 
 EPILOG = """\
 exit status:

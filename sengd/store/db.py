@@ -164,15 +164,13 @@ def _has_store_tables(connection: Connection) -> bool:
     return bool(set(inspect(connection).get_table_names()) - {"alembic_version"})
 
 
-def schema_status(engine: Engine) -> SchemaStatus:
-    """Compare the database's revision with this software's head (reads only)."""
+def status_on(connection: Connection) -> SchemaStatus:
+    """Compare the revision of the database behind `connection` with this software's head."""
     script = ScriptDirectory.from_config(alembic_config())
     head = head_revision()
-    with engine.connect() as connection:
-        current = _current_revision(connection)
-        has_tables = _has_store_tables(connection)
+    current = _current_revision(connection)
     if current is None:
-        state = SchemaState.OUTDATED if has_tables else SchemaState.EMPTY
+        state = SchemaState.OUTDATED if _has_store_tables(connection) else SchemaState.EMPTY
     elif current == head:
         state = SchemaState.CURRENT
     else:
@@ -185,30 +183,50 @@ def schema_status(engine: Engine) -> SchemaStatus:
     return SchemaStatus(current=current, head=head, state=state)
 
 
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Compare the database's revision with this software's head (reads only)."""
+    with engine.connect() as connection:
+        return status_on(connection)
+
+
+def _too_new(connection: Connection, status: SchemaStatus) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"database {display_url(connection.engine.url)} is at revision {status.current}, "
+        f"unknown to this release (head {status.head}): it was upgraded by a newer seng-gateway"
+    )
+
+
 def _lock_for_migration(connection: Connection) -> None:
+    # PostgreSQL: gateways starting together migrate one after the other. SQLite needs no
+    # lock: every transaction begins IMMEDIATE, which already excludes other writers.
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
+
+
+def upgrade_on(connection: Connection, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade inside the caller's transaction on `connection`; return (before, after).
+
+    Refuses (`SchemaTooNew`) a database at a revision this release does not know.
+    """
+    _lock_for_migration(connection)
+    status = status_on(connection)
+    if status.state is SchemaState.TOO_NEW:
+        raise _too_new(connection, status)
+    before = status.current
+    command.upgrade(alembic_config(connection), revision)
+    return before, _current_revision(connection)
 
 
 def migrate(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
     """Upgrade the database to `revision` (default: head); return (before, after) revisions.
 
-    Idempotent; safe when several gateways start at once (they serialize on a lock and the
-    later ones find nothing to do). Refuses (`SchemaTooNew`) a database at a revision this
-    release does not know.
+    One transaction (DDL is transactional on both backends: a failed upgrade leaves the old
+    schema). Idempotent; safe when several gateways start at once (they serialize on a lock
+    and the later ones find nothing to do). Refuses (`SchemaTooNew`) a database at a revision
+    this release does not know.
     """
-    status = schema_status(engine)
-    if status.state is SchemaState.TOO_NEW:
-        raise SchemaTooNew(
-            f"database {display_url(engine.url)} is at revision {status.current}, unknown to "
-            f"this release (head {status.head}): it was upgraded by a newer seng-gateway"
-        )
     with engine.begin() as connection:
-        _lock_for_migration(connection)
-        before = _current_revision(connection)
-        command.upgrade(alembic_config(connection), revision)
-        after = _current_revision(connection)
-    return before, after
+        return upgrade_on(connection, revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
@@ -218,26 +236,30 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
         command.downgrade(alembic_config(connection), revision)
 
 
-def require_current(engine: Engine) -> None:
-    """Raise unless the database is exactly at this software's head.
+def require_current_on(
+    connection: Connection, why: str = "automatic upgrades are disabled"
+) -> None:
+    """Raise unless the database behind `connection` is exactly at this software's head.
 
-    `UpgradeRequired` (with the command to run) for an empty or older database,
-    `SchemaTooNew` for a newer one.
+    `UpgradeRequired` (saying `why` the upgrade is not done here, and what to run) for an
+    empty or older database, `SchemaTooNew` for a newer one.
     """
-    status = schema_status(engine)
-    where = display_url(engine.url)
+    status = status_on(connection)
     if status.state is SchemaState.CURRENT:
         return
     if status.state is SchemaState.TOO_NEW:
-        raise SchemaTooNew(
-            f"database {where} is at revision {status.current}, unknown to this release "
-            f"(head {status.head}): it was upgraded by a newer seng-gateway"
-        )
+        raise _too_new(connection, status)
     found = "no schema" if status.state is SchemaState.EMPTY else f"revision {status.current}"
     raise UpgradeRequired(
-        f"database {where} has {found} but this release needs revision {status.head}, and "
-        f"automatic upgrades are disabled: run `sengadm db upgrade --db {where}`"
+        f"database {display_url(connection.engine.url)} has {found} but this release needs "
+        f"revision {status.head}, and {why}: run `sengadm db upgrade --db URL`"
     )
+
+
+def require_current(engine: Engine) -> None:
+    """Raise unless the database is exactly at this software's head (see `require_current_on`)."""
+    with engine.connect() as connection:
+        require_current_on(connection)
 
 
 def open_database(url: URL | str = DEFAULT_DATABASE_URL, *, auto_upgrade: bool = True) -> Engine:

@@ -39,6 +39,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, selectinload
 
 from sengd.store import audit
+from sengd.store.db import SchemaState, require_current_on, status_on, upgrade_on
 from sengd.store.errors import InvalidSubnet, LegacyImportError
 from sengd.store.models import HASH_SIZE, App, Category, EnclaveSubnet, HostRouteRow
 from sengd.store.subnets import (
@@ -669,7 +670,7 @@ class _Importer:
             app.legacy_mr_signer = legacy.mr_signer
             changed.append("record legacy MRSIGNER")
         if not changed:
-            self.report.unchanged.append(f"{label}: entry #{app.id} has it all")
+            self.report.unchanged.append(f"{label}: present as entry #{app.id}")
             return
         app.updated_at = self.now
         self.session.flush()
@@ -721,15 +722,29 @@ def import_legacy(
 def import_legacy_file(engine: Engine, path: Path, *, dry_run: bool = False) -> ImportReport:
     """Read `path` and import it in one transaction (rolled back for a dry run).
 
-    Raises `LegacyImportError` when the file is not a legacy SENG database.
+    An empty database gets the schema first, in the same transaction (so a dry run leaves
+    it empty); an outdated one is refused (`UpgradeRequired`): upgrading is
+    `sengadm db upgrade`'s decision. Raises `LegacyImportError` when the file is not a legacy
+    SENG database.
     """
     legacy = read_legacy_database(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     source = f"{path.name} (sha256 {digest[:16]})"
-    with Session(engine) as session:
-        report = import_legacy(session, legacy, source=source, dry_run=dry_run)
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            if status_on(connection).state is SchemaState.EMPTY:
+                upgrade_on(connection)
+            else:
+                require_current_on(connection, "the import does not upgrade a database")
+            with Session(bind=connection) as session:
+                report = import_legacy(session, legacy, source=source, dry_run=dry_run)
+                session.flush()
+        except BaseException:
+            transaction.rollback()
+            raise
         if dry_run:
-            session.rollback()
+            transaction.rollback()
         else:
-            session.commit()
+            transaction.commit()
     return report
