@@ -10,6 +10,7 @@ new policy no longer admits; settings that need a restart are reported, not appl
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Interface, IPv4Network
@@ -200,6 +201,7 @@ class Daemon:
         emit(log, logging.INFO, "stopping")
         if self.gateway is not None:
             self.gateway.shutdown()
+            emit(log, logging.INFO, "final-stats", stats=json.dumps(self.gateway.status()))
         self.loop.stop()
 
     def reload(self) -> None:

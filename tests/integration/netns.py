@@ -6,6 +6,7 @@ removes everything it made (processes first, then namespaces) even when the test
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import secrets
@@ -125,3 +126,23 @@ def topology() -> Iterator[Topology]:
         yield topo
     finally:
         topo.close()
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+@contextmanager
+def in_netns(ns: Netns) -> Iterator[None]:
+    """Run the body with the calling thread in namespace `ns` (sockets made there stay there)."""
+    with (
+        open("/proc/thread-self/ns/net", "rb") as home,
+        open(f"/run/netns/{ns.name}", "rb") as target,
+    ):
+        if _libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns({ns.name}) failed")
+        try:
+            yield
+        finally:
+            if _libc.setns(home.fileno(), _CLONE_NEWNET) != 0:  # pragma: no cover
+                raise OSError(ctypes.get_errno(), "cannot return to the original namespace")
