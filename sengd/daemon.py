@@ -176,11 +176,12 @@ class Daemon:
     def _open_tun(self) -> int:
         assert self.engine is not None
         cfg = self.config
-        if not cfg.interface.manage:
-            raise StartupError(
-                "interface.manage = false is not supported yet: sengd needs to open the TUN"
-            )
-        self.tun = TunInterface(cfg.interface.name, cfg.tunnel.mtu, gateway_addresses(self.engine))
+        self.tun = TunInterface(
+            cfg.interface.name,
+            cfg.tunnel.mtu,
+            gateway_addresses(self.engine),
+            manage=cfg.interface.manage,
+        )
         try:
             self.tun.open()
         except Exception as exc:
@@ -231,7 +232,7 @@ class Daemon:
         gateway.trust = trust
         gateway.defaults = policy_defaults(applied)
         revoked = gateway.apply_allowlist(load_policy(self.engine))
-        if self.tun is not None:
+        if self.tun is not None and self.tun.manage:
             self.tun.sync_addresses(gateway_addresses(self.engine))
         emit(log, logging.INFO, "reloaded", revoked=len(revoked))
         self.notifier.notify("READY=1")

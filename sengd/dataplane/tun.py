@@ -55,13 +55,24 @@ class TunInterface:
     name: str
     mtu: int
     addresses: tuple[IPv4Interface, ...]
+    manage: bool = True
     created: bool = False
     _device: pytun.TunTapDevice | None = field(default=None, repr=False)
     _added: list[IPv4Interface] = field(default_factory=list, repr=False)
 
     def open(self) -> None:
-        """Create or adopt the interface and converge it to the configured state."""
-        self.created = not (SYS_NET / self.name).exists()
+        """Create or adopt the interface and converge it to the configured state.
+
+        With `manage` off the interface must exist already and is used as it is: no address,
+        MTU or link state is touched (the administrator configures it).
+        """
+        exists = (SYS_NET / self.name).exists()
+        if not self.manage and not exists:
+            raise TunError(
+                f"interface {self.name} does not exist (interface.manage = false: create it "
+                f"first, e.g. ip tuntap add dev {self.name} mode tun)"
+            )
+        self.created = not exists
         try:
             self._device = pytun.TunTapDevice(name=self.name, flags=pytun.IFF_TUN | pytun.IFF_NO_PI)
         except (pytun.Error, OSError) as exc:
@@ -70,6 +81,9 @@ class TunInterface:
             self.close()
             raise TunError(f"kernel gave interface {self._device.name!r}, not {self.name!r}")
         os.set_blocking(self._device.fileno(), False)
+        if not self.manage:
+            log.info("interface adopted unmanaged name=%s", self.name)
+            return
         try:
             _ip("link", "set", "dev", self.name, "mtu", str(self.mtu))
             self.sync_addresses(self.addresses)
@@ -108,7 +122,7 @@ class TunInterface:
         """Remove what `open()` added. Safe to call twice."""
         if self._device is None:
             return
-        if not self.created:
+        if not self.created and self.manage:
             for addr in self._added:
                 try:
                     _ip("addr", "del", str(addr), "dev", self.name)

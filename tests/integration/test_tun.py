@@ -80,3 +80,30 @@ def test_adopted_interface_keeps_its_own_addresses() -> None:
             "during": ["10.9.9.1/24", "192.168.28.1/24"],
             "after": ["10.9.9.1/24"],
         }
+
+
+def test_unmanaged_interface_must_exist_and_is_left_alone() -> None:
+    script = textwrap.dedent(
+        """
+        import json
+        from ipaddress import IPv4Interface
+        from sengd.dataplane.tun import TunError, TunInterface, interface_addresses
+        try:
+            TunInterface("tunM1", 1400, (), manage=False).open()
+            missing = "opened"
+        except TunError as exc:
+            missing = str(exc)
+        tun = TunInterface("tunM0", 1400, (IPv4Interface("192.168.28.1/24"),), manage=False)
+        tun.open()
+        during = sorted(str(a) for a in interface_addresses("tunM0"))
+        tun.close()
+        print(json.dumps({"missing": missing, "during": during}))
+        """
+    )
+    with topology() as topo:
+        ns = topo.netns("tun")
+        ns.run("ip", "tuntap", "add", "dev", "tunM0", "mode", "tun")
+        ns.run("ip", "addr", "add", "10.9.9.1/24", "dev", "tunM0")
+        out = json.loads(ns.run(sys.executable, "-c", script).stdout)
+        assert "tunM1 does not exist" in out["missing"]
+        assert out["during"] == ["10.9.9.1/24"]
