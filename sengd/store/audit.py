@@ -87,9 +87,6 @@ def app_snapshot(app: App) -> dict[str, Any]:
         "mr_signer": app.mr_signer.hex() if app.mr_signer is not None else None,
         "isv_prod_id": app.isv_prod_id,
         "min_isv_svn": app.min_isv_svn,
-        "legacy_mr_signer": (
-            app.legacy_mr_signer.hex() if app.legacy_mr_signer is not None else None
-        ),
         "allow_debug": app.allow_debug,
         "quote_statuses": app.quote_statuses,
         "tcb_statuses": app.tcb_statuses,

@@ -13,8 +13,8 @@ in network order (192.168.28.2 is stored as 0x021CA8C0). `decode_in_addr` undoes
 Mapping (docs/store.md explains the choices):
 - each legacy enclave subnet becomes an enclave subnet (matched to an existing one by CIDR);
 - the rows of one MRENCLAVE become one allowlist entry matched by MRENCLAVE, with one host
-  route per row (host subnet -> enclave subnet); the stored MRSIGNER, never checked by the
-  original, is kept as `legacy_mr_signer`;
+  route per row (host subnet -> enclave subnet); the stored MRSIGNER is kept in the entry,
+  informational there as it was in the original (which never checked it);
 - netfilter apps become entries with the host route 0.0.0.0/0 into the default subnet
   192.168.28.0/24 (gateway .1), with their categories.
 
@@ -590,7 +590,7 @@ class _Importer:
         app = App(
             name=legacy.name,
             mr_enclave=legacy.mr_enclave,
-            legacy_mr_signer=legacy.mr_signer,
+            mr_signer=legacy.mr_signer,
             enabled=True,
             denied_advisories=[],
             comment=f"imported from {self.report.source} ({self.legacy.schema} SENG database, "
@@ -666,9 +666,9 @@ class _Importer:
                 have.add(name)
                 self.report.category_links_added += 1
                 changed.append(f"add category {name!r}")
-        if app.legacy_mr_signer is None and legacy.mr_signer is not None:
-            app.legacy_mr_signer = legacy.mr_signer
-            changed.append("record legacy MRSIGNER")
+        if app.mr_signer is None and legacy.mr_signer is not None:
+            app.mr_signer = legacy.mr_signer
+            changed.append("record the MRSIGNER (informational)")
         if not changed:
             self.report.unchanged.append(f"{label}: present as entry #{app.id}")
             return

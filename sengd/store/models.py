@@ -174,19 +174,18 @@ class Category(Base):
 class App(Base):
     """An allowlist entry: one application allowed to connect.
 
-    It matches either by exact MRENCLAVE (`mr_enclave` set, signer columns empty) or by signer
-    (`mr_signer` and `isv_prod_id` set, `min_isv_svn` the lowest accepted ISV SVN, `mr_enclave`
-    empty); the check constraint `match_mode` makes any other combination impossible.
-    `legacy_mr_signer` keeps the MRSIGNER an original SENG database stored beside the
-    MRENCLAVE: the original never checked it and neither do we, it is kept for display only.
-    The `None` overrides fall back to the global policy defaults.
+    An entry with `mr_enclave` matches by exact MRENCLAVE; its `mr_signer`/`isv_prod_id`, if
+    set, are informational (like the original SENG databases' MRSIGNER, stored but never
+    checked). An entry without `mr_enclave` matches by signer: `mr_signer` and `isv_prod_id`
+    set, `min_isv_svn` the lowest accepted ISV SVN; the check constraint `match_mode` refuses
+    an entry that is neither. (`sengd.policy` documents the decision.) The `None` overrides
+    fall back to the global policy defaults.
     """
 
     __tablename__ = "apps"
     __table_args__ = (
         CheckConstraint(
-            "(mr_enclave IS NOT NULL AND mr_signer IS NULL AND isv_prod_id IS NULL)"
-            " OR (mr_enclave IS NULL AND mr_signer IS NOT NULL AND isv_prod_id IS NOT NULL)",
+            "mr_enclave IS NOT NULL OR (mr_signer IS NOT NULL AND isv_prod_id IS NOT NULL)",
             name="match_mode",
         ),
         CheckConstraint("min_isv_svn >= 0 AND min_isv_svn <= 65535", name="min_isv_svn_range"),
@@ -201,7 +200,6 @@ class App(Base):
     mr_signer: Mapped[bytes | None] = mapped_column(LargeBinary(HASH_SIZE))
     isv_prod_id: Mapped[int | None] = mapped_column(Integer)
     min_isv_svn: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    legacy_mr_signer: Mapped[bytes | None] = mapped_column(LargeBinary(HASH_SIZE))
     allow_debug: Mapped[bool | None] = mapped_column(Boolean)
     quote_statuses: Mapped[list[str] | None] = mapped_column(JSON)
     tcb_statuses: Mapped[list[str] | None] = mapped_column(JSON)

@@ -67,7 +67,6 @@ def upgrade() -> None:
         sa.Column("mr_signer", _HASH, nullable=True),
         sa.Column("isv_prod_id", sa.Integer(), nullable=True),
         sa.Column("min_isv_svn", sa.Integer(), server_default=sa.text("0"), nullable=False),
-        sa.Column("legacy_mr_signer", _HASH, nullable=True),
         sa.Column("allow_debug", sa.Boolean(), nullable=True),
         sa.Column("quote_statuses", sa.JSON(), nullable=True),
         sa.Column("tcb_statuses", sa.JSON(), nullable=True),
@@ -77,8 +76,7 @@ def upgrade() -> None:
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("updated_at", _TIME, nullable=False),
         sa.CheckConstraint(
-            "(mr_enclave IS NOT NULL AND mr_signer IS NULL AND isv_prod_id IS NULL)"
-            " OR (mr_enclave IS NULL AND mr_signer IS NOT NULL AND isv_prod_id IS NOT NULL)",
+            "mr_enclave IS NOT NULL OR (mr_signer IS NOT NULL AND isv_prod_id IS NOT NULL)",
             name=op.f("ck_apps_match_mode"),
         ),
         sa.CheckConstraint(

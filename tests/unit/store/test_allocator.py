@@ -65,7 +65,7 @@ def test_gateway_must_be_inside(engine: Engine, gateway: str, message: str) -> N
 
 def test_overlapping_subnets_are_refused(engine: Engine) -> None:
     make_subnet(engine, "10.1.0.0/16")
-    with Session(engine) as session, pytest.raises(InvalidSubnet, match="overlaps 10.1.0.0/16"):
+    with Session(engine) as session, pytest.raises(InvalidSubnet, match=r"overlaps 10\.1\.0\.0/16"):
         add_enclave_subnet(session, IPv4Network("10.1.2.0/24"), name="inner")
     with Session(engine) as session, pytest.raises(InvalidSubnet, match="overlaps"):
         add_enclave_subnet(session, IPv4Network("10.0.0.0/8"), name="outer")
@@ -238,7 +238,7 @@ def test_one_open_lease_per_address_is_a_database_constraint(engine: Engine) -> 
     }
     with engine.begin() as conn:
         conn.execute(insert(Lease), row)
-    with pytest.raises(IntegrityError, match="leases.address"), engine.begin() as conn:
+    with pytest.raises(IntegrityError, match=r"leases\.address"), engine.begin() as conn:
         conn.execute(insert(Lease), {**row, "gateway_id": "other"})
     with engine.begin() as conn:  # closed leases of the address do not count
         conn.execute(insert(Lease), {**row, "ended_at": datetime.now(UTC), "end_reason": "closed"})

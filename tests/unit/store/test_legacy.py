@@ -3,7 +3,7 @@ conflicts and refusals."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -70,7 +70,7 @@ def test_in_addr_values_decode(value: int, address: str) -> None:
 
 @pytest.mark.parametrize("value", [2**32, -(2**31) - 1, "0x001ca8c0", 1.5, None, b"\x00", True])
 def test_in_addr_refuses_non_32_bit_values(value: object) -> None:
-    with pytest.raises(ValueError, match="integer|32-bit"):
+    with pytest.raises(ValueError, match=r"integer|32-bit"):
         decode_in_addr(value)
 
 
@@ -120,8 +120,10 @@ def test_vanilla_demo_imports_exactly(engine: Engine, tmp_path: Path) -> None:
         ("SDK-NGINX", VANILLA_NGINX_ENCLAVE, (("127.0.0.0/26", "172.16.28.0/26"),), True, ()),
     ]
     for entry in entries:
-        assert entry.mr_signer is None  # matched by MRENCLAVE only, as the original did
-        assert apps[entry.id].legacy_mr_signer == VANILLA_SIGNER  # but the signer is kept
+        # Matched by MRENCLAVE; the signer is kept, informational as in the original.
+        assert entry.mr_signer == VANILLA_SIGNER
+        assert apps[entry.id].mr_signer == VANILLA_SIGNER
+        assert entry.isv_prod_id is None
 
 
 def test_netfilter_demo_imports_exactly(engine: Engine, tmp_path: Path) -> None:
@@ -132,7 +134,7 @@ def test_netfilter_demo_imports_exactly(engine: Engine, tmp_path: Path) -> None:
     with Session(engine) as session:
         assert _subnets(session) == [("192.168.28.0/24", "192.168.28.1")]
         entries = load_allowlist(session)
-        signers = {a.name: a.legacy_mr_signer for a in session.scalars(select(App))}
+        signers = {a.name: a.mr_signer for a in session.scalars(select(App))}
         categories = sorted(session.scalars(select(Category.name)))
     assert categories == ["Demo", "Server"]
     assert sorted(
