@@ -350,3 +350,37 @@ def test_spoofed_client_hello_flood_keeps_memory_flat(site: Site, ias: TestIas) 
     emu = site.emulator(mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A))
     site.connect(emu)
     assert site.ping_upstream(emu)
+
+
+def test_assignment_resent_once_and_tunnel2_is_an_implicit_ack(site: Site, ias: TestIas) -> None:
+    """No ACK: IpAssignment comes again after `assignment_resend` (1 s here), exactly once; a
+    matching tunnel #2 then pairs the session without any ACK."""
+    site.allow("demo", MR_A)
+    site.start()
+    emu = site.emulator(mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A))
+    with in_netns(site.eh):
+        emu.handshake1()
+        first = emu.read_assignment()
+        started = time.monotonic()
+        again = emu.tunnel1.recv_record(2.5)
+        resent_after = time.monotonic() - started
+        assert emu.tunnel1.recv_record(1.0) is None  # only one resend
+        emu.handshake2()
+    assert again == first.raw
+    assert 0.8 < resent_after < 2.0
+    site.wait_log("event=session-up")
+    assert site.ping_upstream(emu)
+
+
+def test_missing_ack_and_tunnel2_fails_setup_and_frees_the_address(
+    site: Site, ias: TestIas
+) -> None:
+    site.allow("demo", MR_A)
+    site.start()
+    emu = site.emulator(mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A))
+    with in_netns(site.eh):
+        emu.handshake1()
+        emu.read_assignment()
+    assert [a for a, _ in site.open_leases()] == ["192.168.28.2"]
+    site.wait_log("reason=no-ack", timeout=6)  # pairing window: 3 s in this site
+    assert site.open_leases() == []
