@@ -113,8 +113,14 @@ class EventLoop:
         self._running = False
 
     def _run_due_timers(self) -> float | None:
-        """Run every due timer; return seconds until the next one (None: no timers)."""
+        """Run the timers due now; return seconds until the next one (None: no timers).
+
+        Timers scheduled while this runs wait for the next turn, after the descriptors have
+        been polled: a callback that re-schedules itself with no delay (work done in slices)
+        therefore cannot starve the readers.
+        """
         now = self.time()
+        last_seq = self._seq
         while self._timers:
             head = self._timers[0]
             if head.cancelled:
@@ -122,9 +128,10 @@ class EventLoop:
                 continue
             if head.when > now:
                 return head.when - now
+            if head.seq > last_seq:
+                return 0.0
             heapq.heappop(self._timers)
             head.callback()
-            now = self.time()
         return None
 
     def run(self) -> None:

@@ -59,3 +59,31 @@ def test_signal_handler_runs_in_loop() -> None:
     loop.close()
     assert got == ["hup"]
     assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+
+def test_zero_delay_timer_chains_let_readers_run() -> None:
+    """A callback that re-schedules itself with no delay must not starve a readable socket."""
+    loop = EventLoop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    slices: list[int] = []
+    read_after: list[int] = []
+
+    def work_slice() -> None:
+        slices.append(1)
+        if len(slices) < 1000:
+            loop.call_later(0, work_slice)
+
+    def on_readable() -> None:
+        a.recv(10)
+        read_after.append(len(slices))
+        loop.stop()
+
+    loop.add_reader(a.fileno(), on_readable)
+    b.send(b"x")
+    loop.call_later(0, work_slice)
+    loop.run()
+    loop.close()
+    a.close()
+    b.close()
+    assert read_after and read_after[0] < 5
