@@ -166,7 +166,7 @@ def _pem_certificates(data: bytes, source: str) -> list[bytes]:
         data = urllib.parse.unquote_to_bytes(data.strip())
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise UsageError(f"{source}: unreadable PEM certificate ({exc})") from None
     return [c.public_bytes(Encoding.DER) for c in certs]
 

@@ -120,6 +120,19 @@ def split_certificate(der: bytes) -> CertificateParts:
     return CertificateParts(whole(tbs, outer.start), whole(alg, tbs.end), whole(sig, alg.end))
 
 
+def check_certificate_encoding(der: bytes) -> None:
+    """Reject encodings of a certificate that X.509 libraries tolerate but DER forbids.
+
+    `cryptography` accepts a signature BIT STRING that declares unused bits and verifies the
+    same signature bytes, so two different byte strings would carry one valid certificate. The
+    signature value must be whole bytes.
+    """
+    parts = split_certificate(der)
+    sig = read_tlv(parts.signature_value)
+    if sig.end - sig.start < 2 or parts.signature_value[sig.start] != 0:
+        raise DerError("the signature BIT STRING must have no unused bits")
+
+
 def tbs_spki(tbs: bytes) -> bytes:
     """The complete SubjectPublicKeyInfo element inside a DER `TBSCertificate`."""
     outer = expect(tbs, 0, TAG_SEQUENCE)

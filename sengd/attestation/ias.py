@@ -31,6 +31,7 @@ from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 from sengd.attestation.b64 import strict_b64decode
 from sengd.attestation.errors import AttestationError, Reason
 from sengd.attestation.quote import QUOTE_BODY_SIZE, Quote, parse_quote_body
+from sengd.attestation.ratls import X509_PARSE_ERRORS, touch_certificate
 from sengd.attestation.trust import IasAnchor, TrustConfig, as_utc
 from sengd.policy import DEFAULT_QUOTE_STATUSES, OPT_IN_QUOTE_STATUSES
 
@@ -137,7 +138,8 @@ def _check_chain(signing_cert_der: bytes, anchors: tuple[IasAnchor, ...]) -> Cha
     try:
         try:
             cert = x509.load_der_x509_certificate(signing_cert_der)
-        except ValueError as exc:
+            touch_certificate(cert, signing_cert_der)
+        except X509_PARSE_ERRORS as exc:
             raise _Untrusted(f"IAS signing certificate is not DER ({exc})") from None
         key = _signing_key(cert)
         for anchor in anchors:
@@ -160,6 +162,17 @@ def _check_chain(signing_cert_der: bytes, anchors: tuple[IasAnchor, ...]) -> Cha
         )
     except _Untrusted as exc:
         return ChainFailure(Reason.IAS_CHAIN_UNTRUSTED, str(exc))
+    except (
+        ValueError,
+        TypeError,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        UnsupportedAlgorithm,
+    ) as exc:
+        # Belt and braces: anything cryptography raises about this certificate means "untrusted".
+        return ChainFailure(
+            Reason.IAS_CHAIN_UNTRUSTED, f"IAS signing certificate is unreadable ({exc})"
+        )
 
 
 def verify_ias_chain(signing_cert_der: bytes, trust: TrustConfig) -> VerifiedChain:

@@ -37,6 +37,36 @@ warnings.filterwarnings(
     category=CryptographyDeprecationWarning,
     module=r"sengd\.",
 )
+# Malformed names in hostile certificates are rejected anyway; do not let them spam the log.
+warnings.filterwarnings(
+    "ignore", message="Attribute's length must be", category=UserWarning, module=r"sengd\."
+)
+
+X509_PARSE_ERRORS: tuple[type[Exception], ...] = (ValueError, x509.InvalidVersion)
+"""What `cryptography` raises for unparseable certificates (InvalidVersion is no ValueError)."""
+
+
+def touch_certificate(cert: x509.Certificate, cert_der: bytes) -> None:
+    """Parse every field the verifier reads, so that later reads cannot fail; check the DER.
+
+        `cryptography` decodes most fields only when they are first read (a broken issuer name
+        raises on `cert.issuer`, not on loading). Decoding is deterministic, so one successful read
+        here makes every later read of these fields safe. Raises one of `X509_PARSE_ERRORS`
+    (`der.DerError` is a ValueError).
+    """
+    der.check_certificate_encoding(cert_der)
+    _ = (
+        cert.version,
+        cert.serial_number,
+        cert.subject,
+        cert.issuer,
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+        cert.signature_algorithm_oid,
+        cert.tbs_certificate_bytes,
+        cert.signature,
+    )
+
 
 MAX_CERT_BYTES = 64 * 1024
 """Larger certificates are refused unparsed (genuine ones are 5.5-6.5 KB; DTLS allows 8 KB)."""
@@ -79,7 +109,7 @@ _EC_SIGNATURES = frozenset(
 _EC_CURVES = {"secp256r1": "ec-p256", "secp384r1": "ec-p384"}
 MIN_RSA_BITS = 2048
 
-Encoding = Literal["base64", "upstream"]
+PayloadEncoding = Literal["base64", "upstream"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +120,7 @@ class RaTlsPayload:
     ca_cert_der: bytes  # .3: informational only, never a trust anchor
     signing_cert_der: bytes
     signature: bytes
-    encoding: Encoding  # "upstream" if any value used the raw JSON / PEM form
+    encoding: PayloadEncoding  # "upstream" if any value used the raw JSON / PEM form
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +149,14 @@ def load_certificate(cert_der: bytes) -> x509.Certificate:
             Reason.CERT_MALFORMED, f"certificate is {len(cert_der)} bytes (limit {MAX_CERT_BYTES})"
         )
     try:
-        return x509.load_der_x509_certificate(bytes(cert_der))
-    except ValueError as exc:
+        raw = bytes(cert_der)
+        cert = x509.load_der_x509_certificate(raw)
+        touch_certificate(cert, raw)
+    except X509_PARSE_ERRORS as exc:
         raise AttestationError(
             Reason.CERT_MALFORMED, f"not a DER X.509 certificate ({exc})"
         ) from None
+    return cert
 
 
 def _extensions(cert: x509.Certificate) -> x509.Extensions:
@@ -230,8 +263,8 @@ def extract_payload(cert: x509.Certificate, *, accept_upstream: bool = True) -> 
             f"{_OID_NAMES[OID_IAS_REPORT_SIGNATURE]} is not strict base64 ({exc})",
         ) from None
     try:
-        x509.load_der_x509_certificate(ca_der)
-    except ValueError as exc:
+        touch_certificate(x509.load_der_x509_certificate(ca_der), ca_der)
+    except X509_PARSE_ERRORS as exc:
         raise AttestationError(
             Reason.EXTENSION_MALFORMED,
             f"{_OID_NAMES[OID_IAS_ROOT_CERT]} is not a DER certificate ({exc})",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -46,22 +47,14 @@ class TrustConfigError(ValueError):
 
 @dataclass(frozen=True)
 class IasAnchor:
-    """One trusted IAS report signing CA certificate."""
+    """One trusted IAS report signing CA certificate and its validity period (UTC)."""
 
     certificate: x509.Certificate
     der: bytes
     sha256: bytes
     source: str
-
-    @property
-    def not_before(self) -> datetime:
-        """Start of the anchor's validity (UTC)."""
-        return self.certificate.not_valid_before_utc
-
-    @property
-    def not_after(self) -> datetime:
-        """End of the anchor's validity (UTC)."""
-        return self.certificate.not_valid_after_utc
+    not_before: datetime
+    not_after: datetime
 
 
 def anchor_from_certificate(cert: x509.Certificate, source: str) -> IasAnchor:
@@ -70,6 +63,10 @@ def anchor_from_certificate(cert: x509.Certificate, source: str) -> IasAnchor:
     Requirements: basicConstraints CA:TRUE, keyCertSign if keyUsage is present, an RSA key of
     at least 2048 bits (IAS signs with RSA; Intel's root is RSA-3072).
     """
+    try:
+        _ = (cert.subject, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.public_key())
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        raise TrustConfigError(source, f"unreadable certificate ({exc})") from None
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -88,14 +85,21 @@ def anchor_from_certificate(cert: x509.Certificate, source: str) -> IasAnchor:
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
         raise TrustConfigError(source, "an IAS report signing CA must have an RSA key >= 2048 bits")
     der = cert.public_bytes(Encoding.DER)
-    return IasAnchor(cert, der, hashlib.sha256(der).digest(), source)
+    return IasAnchor(
+        cert,
+        der,
+        hashlib.sha256(der).digest(),
+        source,
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+    )
 
 
 def anchors_from_pem(pem: bytes, source: str = "<pem>") -> tuple[IasAnchor, ...]:
     """Every certificate in a PEM bundle, each checked by `anchor_from_certificate`."""
     try:
         certs = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise TrustConfigError(source, f"no readable PEM certificate: {exc}") from None
     return tuple(anchor_from_certificate(c, f"{source}[{i}]") for i, c in enumerate(certs))
 
@@ -114,7 +118,7 @@ def load_anchors(paths: Sequence[Path | str]) -> tuple[IasAnchor, ...]:
         else:
             try:
                 cert = x509.load_der_x509_certificate(data)
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise TrustConfigError(source, f"neither PEM nor DER certificate: {exc}") from None
             anchors.append(anchor_from_certificate(cert, source))
     if not anchors:

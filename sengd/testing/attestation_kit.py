@@ -83,18 +83,12 @@ def generate_key(key_type: KeyType) -> PrivateKey:
     raise ValueError(f"unknown key type {key_type!r}")
 
 
-def key_type_of(key: PrivateKey) -> KeyType:
-    """The `KeyType` name of a private key."""
+def key_type_of(key: PrivateKey) -> str:
+    """The name of a key's kind as `Evidence.key_type` spells it ("rsa-1024", "ec-p521" too)."""
     if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size == 2048:
-            return "rsa-2048"
-        if key.key_size == 3072:
-            return "rsa-3072"
-    elif isinstance(key.curve, ec.SECP256R1):
-        return "ec-p256"
-    elif isinstance(key.curve, ec.SECP384R1):
-        return "ec-p384"
-    raise ValueError("unsupported key")
+        return f"rsa-{key.key_size}"
+    names = {"secp256r1": "ec-p256", "secp384r1": "ec-p384", "secp521r1": "ec-p521"}
+    return names.get(key.curve.name, f"ec-{key.curve.name}")
 
 
 def public_key_bits(key: PrivateKey) -> bytes:
@@ -393,7 +387,7 @@ class MintedCertificate:
 
     cert_der: bytes
     private_key: PrivateKey
-    key_type: KeyType
+    key_type: str
     report: SignedReport
     quote_body: bytes
 
@@ -490,7 +484,6 @@ def mint_ratls_certificate(
     `wrong_self_signature` (signed by another key of the same kind).
     """
     key = key or generate_key(key_type)
-    key_type = key_type_of(key)
     start = not_before or (datetime.now(UTC) - timedelta(minutes=1)).replace(microsecond=0)
     end = not_after or start + timedelta(seconds=31_536_000)
     if report_data is None:
@@ -559,9 +552,15 @@ def mint_ratls_certificate(
         return _set_serial_zero(tbs) if serial_zero else tbs
 
     if duplicated or serial_zero or wrong_self_signature:
-        signer = generate_key(key_type) if wrong_self_signature else key
+        signer = _same_kind(key) if wrong_self_signature else key
         cert_der = resign_with_patched_tbs(cert_der, signer, patch)
-    return MintedCertificate(cert_der, key, key_type, report, quote_body)
+    return MintedCertificate(cert_der, key, key_type_of(key), report, quote_body)
+
+
+def _same_kind(key: PrivateKey) -> PrivateKey:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
+    return ec.generate_private_key(key.curve)
 
 
 def mint_plain_certificate(
