@@ -120,17 +120,21 @@ def split_certificate(der: bytes) -> CertificateParts:
     return CertificateParts(whole(tbs, outer.start), whole(alg, tbs.end), whole(sig, alg.end))
 
 
-def check_certificate_encoding(der: bytes) -> None:
-    """Reject encodings of a certificate that X.509 libraries tolerate but DER forbids.
+def signature_bytes(parts: CertificateParts) -> bytes:
+    """The signature value of a split certificate, which must be whole bytes.
 
     `cryptography` accepts a signature BIT STRING that declares unused bits and verifies the
-    same signature bytes, so two different byte strings would carry one valid certificate. The
-    signature value must be whole bytes.
+    same signature bytes, so two different byte strings would carry one valid certificate.
     """
-    parts = split_certificate(der)
     sig = read_tlv(parts.signature_value)
     if sig.end - sig.start < 2 or parts.signature_value[sig.start] != 0:
         raise DerError("the signature BIT STRING must have no unused bits")
+    return parts.signature_value[sig.start + 1 : sig.end]
+
+
+def check_certificate_encoding(der: bytes) -> None:
+    """Reject certificate encodings that X.509 libraries tolerate but DER forbids."""
+    signature_bytes(split_certificate(der))
 
 
 def tbs_spki(tbs: bytes) -> bytes:

@@ -36,7 +36,7 @@ from sengd.attestation.ratls import (
     check_self_signature,
     check_validity,
     extract_payload,
-    load_certificate,
+    parse_certificate,
 )
 from sengd.attestation.trust import TrustConfig, as_utc
 
@@ -156,10 +156,10 @@ def _single_certificate(cert: bytes | bytearray | memoryview | Sequence[bytes]) 
 
 
 def _verify_static(cert_der: bytes, trust: TrustConfig) -> StaticResult:
-    cert = load_certificate(cert_der)
-    payload = extract_payload(cert, accept_upstream=trust.accept_upstream_encoding)
-    key = certificate_key(cert)
-    check_self_signature(cert, key)
+    parsed = parse_certificate(cert_der)
+    payload = extract_payload(parsed.cert, accept_upstream=trust.accept_upstream_encoding)
+    key = certificate_key(parsed)
+    check_self_signature(parsed, key)
     report, chain = verify_report_static(
         payload.report_body, payload.signature, payload.signing_cert_der, trust
     )
@@ -169,8 +169,7 @@ def _verify_static(cert_der: bytes, trust: TrustConfig) -> StaticResult:
         raise AttestationError(
             Reason.DEBUG_ENCLAVE, "the enclave runs in debug mode (its memory is not protected)"
         )
-    not_before = cert.not_valid_before_utc
-    not_after = cert.not_valid_after_utc
+    not_before, not_after = parsed.not_before, parsed.not_after
     evidence = Evidence(
         scheme=SCHEME_EPID_IAS,
         mr_enclave=quote.mr_enclave,

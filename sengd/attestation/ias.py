@@ -28,10 +28,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtensionOID, SignatureAlgorithmOID
 
+from sengd.attestation import der
 from sengd.attestation.b64 import strict_b64decode
 from sengd.attestation.errors import AttestationError, Reason
 from sengd.attestation.quote import QUOTE_BODY_SIZE, Quote, parse_quote_body
-from sengd.attestation.ratls import X509_PARSE_ERRORS, touch_certificate
+from sengd.attestation.ratls import X509_PARSE_ERRORS
 from sengd.attestation.trust import IasAnchor, TrustConfig, as_utc
 from sengd.policy import DEFAULT_QUOTE_STATUSES, OPT_IN_QUOTE_STATUSES
 
@@ -137,8 +138,8 @@ def _signing_key(cert: x509.Certificate) -> rsa.RSAPublicKey:
 def _check_chain(signing_cert_der: bytes, anchors: tuple[IasAnchor, ...]) -> ChainResult:
     try:
         try:
+            der.check_certificate_encoding(signing_cert_der)
             cert = x509.load_der_x509_certificate(signing_cert_der)
-            touch_certificate(cert, signing_cert_der)
         except X509_PARSE_ERRORS as exc:
             raise _Untrusted(f"IAS signing certificate is not DER ({exc})") from None
         key = _signing_key(cert)

@@ -46,28 +46,6 @@ X509_PARSE_ERRORS: tuple[type[Exception], ...] = (ValueError, x509.InvalidVersio
 """What `cryptography` raises for unparseable certificates (InvalidVersion is no ValueError)."""
 
 
-def touch_certificate(cert: x509.Certificate, cert_der: bytes) -> None:
-    """Parse every field the verifier reads, so that later reads cannot fail; check the DER.
-
-        `cryptography` decodes most fields only when they are first read (a broken issuer name
-        raises on `cert.issuer`, not on loading). Decoding is deterministic, so one successful read
-        here makes every later read of these fields safe. Raises one of `X509_PARSE_ERRORS`
-    (`der.DerError` is a ValueError).
-    """
-    der.check_certificate_encoding(cert_der)
-    _ = (
-        cert.version,
-        cert.serial_number,
-        cert.subject,
-        cert.issuer,
-        cert.not_valid_before_utc,
-        cert.not_valid_after_utc,
-        cert.signature_algorithm_oid,
-        cert.tbs_certificate_bytes,
-        cert.signature,
-    )
-
-
 MAX_CERT_BYTES = 64 * 1024
 """Larger certificates are refused unparsed (genuine ones are 5.5-6.5 KB; DTLS allows 8 KB)."""
 
@@ -142,21 +120,41 @@ class KeyBinding(StrEnum):
     """report_data[0:64] == X || Y of an uncompressed EC point (Rust SGX SDK / Teaclave)."""
 
 
-def load_certificate(cert_der: bytes) -> x509.Certificate:
+@dataclass(frozen=True, slots=True)
+class ParsedCertificate:
+    """A certificate decoded once: `cryptography`'s view plus the exact signed bytes.
+
+    `tbs` and `signature` come from this package's strict DER split, so the self-signature is
+    checked over exactly the bytes received. The verifier never reads the names of the RA-TLS
+    certificate (nothing depends on them), so they are not decoded.
+    """
+
+    cert: x509.Certificate
+    tbs: bytes
+    signature: bytes
+    not_before: datetime
+    not_after: datetime
+
+
+def parse_certificate(cert_der: bytes) -> ParsedCertificate:
     """Parse one DER certificate strictly, or raise `cert-malformed`."""
     if len(cert_der) > MAX_CERT_BYTES:
         raise AttestationError(
             Reason.CERT_MALFORMED, f"certificate is {len(cert_der)} bytes (limit {MAX_CERT_BYTES})"
         )
+    raw = bytes(cert_der)
     try:
-        raw = bytes(cert_der)
+        parts = der.split_certificate(raw)
+        signature = der.signature_bytes(parts)
         cert = x509.load_der_x509_certificate(raw)
-        touch_certificate(cert, raw)
+        # cryptography decodes fields when first read; read the ones used later here, once.
+        _ = (cert.version, cert.serial_number, cert.signature_algorithm_oid)
+        not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
     except X509_PARSE_ERRORS as exc:
         raise AttestationError(
             Reason.CERT_MALFORMED, f"not a DER X.509 certificate ({exc})"
         ) from None
-    return cert
+    return ParsedCertificate(cert, parts.tbs, signature, not_before, not_after)
 
 
 def _extensions(cert: x509.Certificate) -> x509.Extensions:
@@ -263,7 +261,8 @@ def extract_payload(cert: x509.Certificate, *, accept_upstream: bool = True) -> 
             f"{_OID_NAMES[OID_IAS_REPORT_SIGNATURE]} is not strict base64 ({exc})",
         ) from None
     try:
-        touch_certificate(x509.load_der_x509_certificate(ca_der), ca_der)
+        der.check_certificate_encoding(ca_der)
+        x509.load_der_x509_certificate(ca_der)
     except X509_PARSE_ERRORS as exc:
         raise AttestationError(
             Reason.EXTENSION_MALFORMED,
@@ -278,13 +277,13 @@ def extract_payload(cert: x509.Certificate, *, accept_upstream: bool = True) -> 
     )
 
 
-def certificate_key(cert: x509.Certificate) -> CertKey:
+def certificate_key(parsed: ParsedCertificate) -> CertKey:
     """The certificate's key: RSA of at least 2048 bits, or EC P-256 / P-384.
 
     Raises `key-unsupported` for any other key, `cert-malformed` if the SPKI is unreadable.
     """
     try:
-        key = cert.public_key()
+        key = parsed.cert.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise AttestationError(Reason.KEY_UNSUPPORTED, f"unusable public key ({exc})") from None
     if isinstance(key, rsa.RSAPublicKey):
@@ -308,7 +307,7 @@ def certificate_key(cert: x509.Certificate) -> CertKey:
             Reason.KEY_UNSUPPORTED, f"{type(key).__name__} keys are not supported (RSA or EC)"
         )
     try:
-        spki = der.tbs_spki(cert.tbs_certificate_bytes)
+        spki = der.tbs_spki(parsed.tbs)
         bits = der.spki_key_bits(spki)
     except der.DerError as exc:
         raise AttestationError(
@@ -317,11 +316,11 @@ def certificate_key(cert: x509.Certificate) -> CertKey:
     return CertKey(key_type, spki, bits, public_key)
 
 
-def check_self_signature(cert: x509.Certificate, key: CertKey) -> None:
+def check_self_signature(parsed: ParsedCertificate, key: CertKey) -> None:
     """The certificate must be signed by its own key (RSA PKCS#1 v1.5 or ECDSA, SHA-2)."""
     try:
-        algorithm = cert.signature_algorithm_oid
-        digest = cert.signature_hash_algorithm
+        algorithm = parsed.cert.signature_algorithm_oid
+        digest = parsed.cert.signature_hash_algorithm
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise AttestationError(
             Reason.CERT_SIGNATURE_INVALID, f"unsupported signature algorithm ({exc})"
@@ -339,9 +338,7 @@ def check_self_signature(cert: x509.Certificate, key: CertKey) -> None:
                     f"signature algorithm {algorithm.dotted_string} does not fit an RSA key "
                     "(sha256/384/512WithRSAEncryption required)",
                 )
-            public_key.verify(
-                cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), digest
-            )
+            public_key.verify(parsed.signature, parsed.tbs, padding.PKCS1v15(), digest)
         else:
             if algorithm not in _EC_SIGNATURES:
                 raise AttestationError(
@@ -349,7 +346,7 @@ def check_self_signature(cert: x509.Certificate, key: CertKey) -> None:
                     f"signature algorithm {algorithm.dotted_string} does not fit an EC key "
                     "(ecdsa-with-SHA256/384/512 required)",
                 )
-            public_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(digest))
+            public_key.verify(parsed.signature, parsed.tbs, ec.ECDSA(digest))
     except (InvalidSignature, ValueError, TypeError):
         raise AttestationError(
             Reason.CERT_SIGNATURE_INVALID, "the certificate is not signed by its own key"

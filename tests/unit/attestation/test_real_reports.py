@@ -228,10 +228,10 @@ def test_embedded_report_is_the_staged_triple(report: RealReport) -> None:
 
 @pytest.mark.parametrize("report", CERT_REPORTS, ids=[r.id for r in CERT_REPORTS])
 def test_key_binding_of_real_certificates(report: RealReport) -> None:
-    from sengd.attestation.ratls import certificate_key, load_certificate
+    from sengd.attestation.ratls import certificate_key, parse_certificate
 
     assert report.cert_der is not None
-    key = certificate_key(load_certificate(report.cert_der))
+    key = certificate_key(parse_certificate(report.cert_der))
     assert key.key_type == "ec-p256"
     quote = verify_report(
         report.body,
@@ -252,7 +252,7 @@ def test_key_binding_of_real_certificates(report: RealReport) -> None:
             r for r in CERT_REPORTS if r.name != report.name and r.name in BOUND_TO_TLS_KEY
         )
         assert other.cert_der is not None
-        other_key = certificate_key(load_certificate(other.cert_der))
+        other_key = certificate_key(parse_certificate(other.cert_der))
         with pytest.raises(AttestationError) as err:
             check_key_binding(other_key.key_bits, quote.report_data, KeyBinding.RAW_EC_POINT)
         assert err.value.reason is Reason.KEY_BINDING_MISMATCH
