@@ -50,6 +50,15 @@ OPEN_ADDRESS_INDEX = "uq_leases_open_address"
 _LEASES = cast(Table, Lease.__table__)
 _SUBNETS = cast(Table, EnclaveSubnet.__table__)
 _INSERT_LEASE = insert(_LEASES)
+_OPEN_FLAG = func.max(case((_LEASES.c.ended_at.is_(None), 1), else_=0)).label("open")
+_USED_FROM_CURSOR = (
+    select(_LEASES.c.address, _OPEN_FLAG)
+    .where(_LEASES.c.subnet_id == bindparam("subnet_id"), _LEASES.c.address >= bindparam("cursor"))
+    .group_by(_LEASES.c.address)
+)
+_OPEN_IN_SUBNET = select(_LEASES.c.address).where(
+    _LEASES.c.subnet_id == bindparam("subnet_id"), _LEASES.c.ended_at.is_(None)
+)
 _COUNTER_COLUMNS = ("bytes_in", "bytes_out", "packets_in", "packets_out")
 # Prepared once: building statements costs more than SQLite takes to run them.
 _OPEN_LEASE_OF_OWNER = and_(
@@ -235,6 +244,8 @@ class Allocator:
         self._clock = clock
         self._pools: dict[int, _Pool] = {}
         self._conn: Connection | None = None
+        self.conflicts = 0
+        """How many candidates were lost to another gateway (a measure of contention)."""
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -321,10 +332,9 @@ class Allocator:
         gateway = IPv4Address(subnet.gateway)
         validate_enclave_subnet(network, gateway)
         pool = _Pool(network, gateway)
-        open_flag = func.max(case((_LEASES.c.ended_at.is_(None), 1), else_=0))
         last_end = func.max(_LEASES.c.ended_at)
         history = conn.execute(
-            select(_LEASES.c.address, open_flag.label("open"), last_end.label("last_end"))
+            select(_LEASES.c.address, _OPEN_FLAG, last_end.label("last_end"))
             .where(_LEASES.c.subnet_id == subnet.id)
             .group_by(_LEASES.c.address)
         ).all()
@@ -408,7 +418,9 @@ class Allocator:
             except IntegrityError as exc:
                 if not _is_open_address_conflict(exc):
                     raise
-                pool.mark_leased(address)  # another gateway holds it
+                self.conflicts += 1
+                pool.mark_leased(address)  # another gateway holds it, and maybe more:
+                self._catch_up(pool, subnet_id)
                 continue
             pool.mark_leased(address)
             return LeaseGrant(
@@ -420,6 +432,34 @@ class Allocator:
                 started_at=now,
             )
         return None
+
+    def _catch_up(self, pool: _Pool, subnet_id: int) -> None:
+        """After losing a candidate to another gateway, learn in one round trip what the other
+        gateways did since this index was built, instead of losing one candidate per address
+        they took (a gateway behind another would otherwise pay a failed insert for each).
+
+        Addresses at or above the fresh cursor that were leased are no longer fresh: open ones
+        are marked leased, closed ones join the back of the reuse order (their exact place is
+        restored by the next full refresh). Once fresh addresses are used up, the subnet's open
+        leases are marked leased too.
+        """
+        params = {"subnet_id": subnet_id, "cursor": pool.cursor}
+        with self._transaction() as conn:
+            ahead = conn.execute(_USED_FROM_CURSOR, params).all()
+            held = (
+                conn.execute(_OPEN_IN_SUBNET, params).scalars().all()
+                if (pool.cursor > pool.last)
+                else []
+            )
+        for row in ahead:
+            if pool.assignable(row.address) and row.address not in pool.seen:
+                if row.open:
+                    pool.mark_leased(row.address)
+                else:
+                    pool.mark_released(row.address)
+        for address in held:
+            if pool.assignable(address):
+                pool.mark_leased(address)
 
     def release(
         self, lease_id: int, reason: EndReason, counters: Counters | None = None
