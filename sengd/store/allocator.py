@@ -13,6 +13,9 @@ Rules (docs/store.md has the reasoning):
 - On start a gateway ends its own leases left open by a crash (`reclaim_stale_leases`), with
   end reason "reclaimed".
 
+Every failure is a `StoreError`: the allocator's own refusals, and `DatabaseError` when the
+database fails (the connection is re-established on the next call) or refuses a row.
+
 Not thread-safe: one `Allocator` belongs to the daemon's single event loop.
 """
 
@@ -38,9 +41,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from sengd.store.errors import PoolExhausted, UnknownLease, UnknownSubnet
+from sengd.store.errors import DatabaseError, PoolExhausted, UnknownLease, UnknownSubnet
 from sengd.store.models import HASH_SIZE, EnclaveSubnet, Lease
 from sengd.store.subnets import validate_enclave_subnet
 
@@ -252,15 +255,22 @@ class Allocator:
         """One transaction on the allocator's own connection (kept open: checking a connection
         out of the pool for every lease would cost a third of the time)."""
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self._engine.connect()
+            try:
+                self._conn = self._engine.connect()
+            except SQLAlchemyError as exc:
+                raise DatabaseError(f"cannot connect to the database: {exc}") from exc
         conn = self._conn
         try:
             with conn.begin():
                 yield conn
+        except IntegrityError:
+            raise  # the caller decides (a lost race is not a failure)
         except DBAPIError as exc:
             if exc.connection_invalidated:  # a broken connection: reconnect on the next call
                 self.close()
-            raise
+            raise DatabaseError(f"database operation failed: {exc.orig or exc}") from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database operation failed: {exc}") from exc
 
     def close(self) -> None:
         """Return the allocator's database connection (it reconnects when used again)."""
@@ -417,7 +427,7 @@ class Allocator:
                 lease_id = result.inserted_primary_key[0]  # type: ignore[index]
             except IntegrityError as exc:
                 if not _is_open_address_conflict(exc):
-                    raise
+                    raise DatabaseError(f"the database refused the lease: {exc.orig}") from exc
                 self.conflicts += 1
                 pool.mark_leased(address)  # another gateway holds it, and maybe more:
                 self._catch_up(pool, subnet_id)

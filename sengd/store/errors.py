@@ -39,5 +39,9 @@ class PoolExhausted(StoreError):
     """Every assignable address of an enclave subnet is leased."""
 
 
+class DatabaseError(StoreError):
+    """The database failed or refused an operation (connection lost, constraint violated)."""
+
+
 class LegacyImportError(StoreError):
     """A file that is not an original SENG database (or not readable as one)."""

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sengd.store.allocator import Allocator
 from sengd.store.db import create_store_engine, migrate
+from sengd.store.errors import DatabaseError
 from sengd.store.models import Lease
 from tests.unit.store.allocator_machine import AllocatorMachine
-from tests.unit.store.helpers import HOST, MR_ENCLAVE, MR_SIGNER, make_subnet
+from tests.unit.store.helpers import HOST, MR_ENCLAVE, MR_SIGNER, lease, make_subnet
 
 pytestmark = pytest.mark.integration
 
@@ -150,4 +152,25 @@ def test_two_gateway_processes_never_collide(
     for worker in workers:
         worker.send("quit")
         assert worker.process.wait(30) == 0
+    engine.dispose()
+
+
+def test_lost_connection_is_a_store_error_and_recovers(pg_url: str) -> None:
+    engine = create_store_engine(pg_url)
+    migrate(engine)
+    subnet_id = make_subnet(engine, "192.0.2.0/28")
+    allocator = Allocator(engine, "gw-a")
+    first = lease(allocator, subnet_id)
+    with engine.begin() as conn:  # the server drops every other session (as on a restart)
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    with pytest.raises(DatabaseError, match="database operation failed"):
+        lease(allocator, subnet_id)
+    second = lease(allocator, subnet_id)  # reconnected
+    assert second.address == first.address + 1
+    allocator.close()
     engine.dispose()

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from sengd.store.allocator import Allocator, Counters, EndReason, _Pool, assignable_count
 from sengd.store.errors import (
+    DatabaseError,
     InvalidSubnet,
     PoolExhausted,
     UnknownLease,
@@ -308,3 +309,18 @@ def test_subnet_refresh_sees_new_and_removed_subnets(engine: Engine) -> None:
     allocator.refresh()
     with pytest.raises(UnknownSubnet):
         lease(allocator, other)
+
+
+def test_database_refusals_are_store_errors(engine: Engine) -> None:
+    subnet_id = make_subnet(engine, "192.0.2.0/28")
+    allocator = Allocator(engine, "gw-a")
+    with pytest.raises(DatabaseError, match="refused the lease: FOREIGN KEY"):
+        allocator.lease(
+            subnet_id,
+            mr_enclave=MR_ENCLAVE,
+            mr_signer=MR_SIGNER,
+            host_address=HOST,
+            host_port=1,
+            app_id=999,  # no such allowlist entry
+        )
+    assert lease(allocator, subnet_id).address == IPv4Address("192.0.2.2")  # nothing was lost
