@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
-from typing import Any
+from typing import Any, Protocol
 
 from sengd import policy
 from sengd.attestation import AttestationError, TrustConfig, verify_certificate
@@ -64,6 +64,19 @@ class Denial:
     detail: str
     mr_enclave: bytes | None
     app: str | None
+
+
+class SessionObserver(Protocol):
+    """Told about sessions entering and leaving the active state (firewall sets, RPC events).
+
+    `session_down` runs before the session's lease is released, so that whatever the observer
+    keeps for the enclave address (set elements, conntrack entries) is gone before the address
+    can be handed out again. Observers must not raise; an exception is logged and ignored.
+    """
+
+    def session_up(self, session: sess.Session) -> None: ...
+
+    def session_down(self, session: sess.Session, reason: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +145,7 @@ class Gateway:
         self.denials: deque[Denial] = deque(maxlen=MAX_DENIALS_KEPT)
         self.started_at = clock()
         self.accepting = True
+        self.observers: list[SessionObserver] = []
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -356,6 +370,7 @@ class Gateway:
         self.by_address[session.packed_address] = session
         self.handshakes["paired"] += 1
         self._arm_session(session)
+        self._notify("session_up", session)
         emit(
             log,
             logging.INFO,
@@ -452,6 +467,7 @@ class Gateway:
         """End `session` now: close_notify on both tunnels, forget its routes, end its lease."""
         if session.state is sess.State.CLOSED:
             return
+        was_active = session.state is sess.State.ACTIVE
         session.state = sess.State.CLOSED
         timer = self._session_timers.pop(session.id, None)
         if timer is not None:
@@ -469,6 +485,8 @@ class Gateway:
         self._flush(0)
         if self.sockets[1:]:
             self._flush(1)
+        if was_active:
+            self._notify("session_down", session, reason)
         c = session.counters
         end_reason = _END_REASONS.get(reason, EndReason.ERROR)
         if session.lease_id is not None:
@@ -501,6 +519,13 @@ class Gateway:
             tx_bytes=c.tx_bytes,
             drops=sum(c.drops.values()),
         )
+
+    def _notify(self, method: str, session: sess.Session, *args: str) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(session, *args)
+            except Exception:  # an observer bug must not take the data plane down
+                log.exception("session observer %r failed in %s", observer, method)
 
     # -- administration --------------------------------------------------------------------
 
