@@ -44,6 +44,7 @@ class EventLoop:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._readers: dict[int, Callback] = {}
+        self._writers: dict[int, Callback] = {}
         self._timers: list[TimerHandle] = []
         self._seq = 0
         self._running = False
@@ -58,19 +59,38 @@ class EventLoop:
         """The loop's clock (monotonic seconds)."""
         return time.monotonic()
 
-    def add_reader(self, fd: int, callback: Callback) -> None:
-        """Call `callback()` whenever `fd` is readable."""
-        if fd in self._readers:
-            self._epoll.modify(fd, select.EPOLLIN)
+    def _update(self, fd: int) -> None:
+        mask = (select.EPOLLIN if fd in self._readers else 0) | (
+            select.EPOLLOUT if fd in self._writers else 0
+        )
+        if mask:
+            try:
+                self._epoll.modify(fd, mask)
+            except FileNotFoundError:
+                self._epoll.register(fd, mask)
         else:
-            self._epoll.register(fd, select.EPOLLIN)
-        self._readers[fd] = callback
-
-    def remove_reader(self, fd: int) -> None:
-        """Stop watching `fd` (no error if it was not watched)."""
-        if self._readers.pop(fd, None) is not None:
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
+
+    def add_reader(self, fd: int, callback: Callback) -> None:
+        """Call `callback()` whenever `fd` is readable."""
+        self._readers[fd] = callback
+        self._update(fd)
+
+    def remove_reader(self, fd: int) -> None:
+        """Stop watching `fd` for reading (no error if it was not watched)."""
+        if self._readers.pop(fd, None) is not None:
+            self._update(fd)
+
+    def add_writer(self, fd: int, callback: Callback) -> None:
+        """Call `callback()` whenever `fd` is writable (remove it once the data is out)."""
+        self._writers[fd] = callback
+        self._update(fd)
+
+    def remove_writer(self, fd: int) -> None:
+        """Stop watching `fd` for writing (no error if it was not watched)."""
+        if self._writers.pop(fd, None) is not None:
+            self._update(fd)
 
     def call_at(self, when: float, callback: Callback) -> TimerHandle:
         """Run `callback()` once at loop time `when` (or as soon after as the loop gets to it)."""
@@ -142,10 +162,15 @@ class EventLoop:
             if not self.running:  # a timer may have stopped the loop
                 break
             events = self._epoll.poll(-1.0 if wait is None else max(wait, 0.0))
-            for fd, _mask in events:
-                reader = self._readers.get(fd)
-                if reader is not None:
-                    reader()
+            for fd, mask in events:
+                if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
+                    reader = self._readers.get(fd)
+                    if reader is not None:
+                        reader()
+                if mask & (select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR):
+                    writer = self._writers.get(fd)
+                    if writer is not None:
+                        writer()
 
     def close(self) -> None:
         """Release the loop's own descriptors and restore default signal handling."""

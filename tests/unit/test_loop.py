@@ -87,3 +87,28 @@ def test_zero_delay_timer_chains_let_readers_run() -> None:
     a.close()
     b.close()
     assert read_after and read_after[0] < 5
+
+
+def test_writer_called_when_writable_and_removable() -> None:
+    loop = EventLoop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    calls: list[str] = []
+
+    def on_writable() -> None:
+        calls.append("w")
+        loop.remove_writer(a.fileno())
+        a.send(b"done")
+
+    def on_readable() -> None:
+        calls.append(b.recv(10).decode())
+        loop.stop()
+
+    loop.add_writer(a.fileno(), on_writable)
+    loop.add_reader(b.fileno(), on_readable)
+    loop.call_later(5, loop.stop)
+    loop.run()
+    loop.close()
+    a.close()
+    b.close()
+    assert calls == ["w", "done"]
