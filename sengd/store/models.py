@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -101,11 +102,25 @@ def _utcnow() -> datetime:
 
 
 class EnclaveSubnet(Base):
-    """A subnet enclave addresses are leased from; the gateway's TUN carries `gateway`."""
+    """A subnet enclave addresses are leased from; the gateway's TUN carries `gateway`.
+
+    `is_default` marks the subnet a host route without an explicit enclave subnet leads to
+    (`sengadm enclave add --host-subnet CIDR`). At most one subnet carries the mark: the
+    partial unique index `uq_enclave_subnets_default` enforces it on SQLite and PostgreSQL.
+    With no subnet marked, the only subnet (if there is exactly one) is the default
+    (`sengd.store.admin.default_subnet`).
+    """
 
     __tablename__ = "enclave_subnets"
     __table_args__ = (
         UniqueConstraint("network", "prefix_len"),
+        Index(
+            "uq_enclave_subnets_default",
+            "is_default",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
         CheckConstraint(
             f"prefix_len >= {MIN_ENCLAVE_PREFIX} AND prefix_len <= {MAX_ENCLAVE_PREFIX}",
             name="prefix_len_range",
@@ -127,6 +142,7 @@ class EnclaveSubnet(Base):
     network: Mapped[int] = mapped_column(BigInteger)
     prefix_len: Mapped[int] = mapped_column(SmallInteger)
     gateway: Mapped[int] = mapped_column(BigInteger)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_utcnow)
 
     @property
