@@ -12,10 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sengadm import exitcodes
+from sengadm.client import DEFAULT_SOCKET
 from sengd import __version__
 
 # Subcommand groups, in the order `sengadm --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("db", "attest")
+COMMAND_MODULES: tuple[str, ...] = ("status", "session", "events", "db", "attest")
 
 EPILOG = """\
 exit status:
@@ -37,6 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sengadm {__version__}")
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=str(DEFAULT_SOCKET),
+        help=f"sengd's control socket (default: {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="work offline on this database instead of through the daemon (enclave, subnet, "
+        "category, audit and apply commands; for image builds and package scripts): an "
+        "SQLAlchemy URL or the path of an SQLite file",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"sengadm.commands.{name}")

@@ -9,12 +9,14 @@ new policy no longer admits; settings that need a restart are reported, not appl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, select
 
@@ -26,6 +28,7 @@ from sengd.dataplane.gateway import Gateway, policy_defaults
 from sengd.dataplane.loop import EventLoop
 from sengd.dataplane.tun import TunInterface
 from sengd.eventlog import emit
+from sengd.rpc.server import RpcServer
 from sengd.sdnotify import Notifier
 from sengd.servercert import load_credentials
 from sengd.store.allocator import Allocator
@@ -40,6 +43,35 @@ log = logging.getLogger("sengd")
 DEMO_SUBNET = IPv4Network("192.168.28.0/24")
 DEFAULT_SUBNET_NAME = "default"
 SHUTDOWN_GRACE = 5.0
+
+
+STATS_INTERVAL = 1.0
+
+
+class ReloadError(Exception):
+    """The configuration could not be reloaded; the running one stays in force."""
+
+
+class _EventPublisher:
+    """Turns session changes into RPC events for subscribers."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def session_up(self, session: Any) -> None:
+        self._publish("session.up", session, None)
+
+    def session_down(self, session: Any, reason: str) -> None:
+        self._publish("session.down", session, reason)
+
+    def _publish(self, event: str, session: Any, reason: str | None) -> None:
+        from sengd.rpc.methods import session_json
+
+        if self.daemon.rpc is not None:
+            body = session_json(session, self.daemon.rates, datetime.now(UTC))
+            if reason is not None:
+                body["reason"] = reason
+            self.daemon.rpc.publish(event, body)
 
 
 class StartupError(Exception):
@@ -94,6 +126,9 @@ class Daemon:
         self.engine: Engine | None = None
         self.tun: TunInterface | None = None
         self.gateway: Gateway | None = None
+        self.rpc: RpcServer | None = None
+        self.rates: dict[int, tuple[float, float]] = {}
+        self._last_counts: dict[int, tuple[int, int]] = {}
 
     def start(self) -> None:
         """Set everything up; raise StartupError (after undoing partial work) on failure."""
@@ -153,9 +188,11 @@ class Daemon:
                 f"cannot listen on {cfg.tunnel.address}:{cfg.tunnel.port}/"
                 f"{cfg.tunnel.port + 1}: {exc.strerror or exc}"
             ) from exc
+        self._open_control_socket()
+        self.loop.call_later(STATS_INTERVAL, self._stats_tick)
         self.loop.add_signal_handler(15, self.stop)  # SIGTERM
         self.loop.add_signal_handler(2, self.stop)  # SIGINT
-        self.loop.add_signal_handler(1, self.reload)  # SIGHUP
+        self.loop.add_signal_handler(1, self._reload_signal)  # SIGHUP
         interval = self.notifier.watchdog_interval()
         if interval:
             self._watchdog(interval)
@@ -172,6 +209,109 @@ class Daemon:
             mode="allow-any-attested" if demo_subnet is not None else "allowlist",
         )
         self.notifier.notify("READY=1", "STATUS=serving")
+
+    def _open_control_socket(self) -> None:
+        from sengd.rpc.methods import LiveMethods
+
+        assert self.gateway is not None
+        cfg = self.config.control
+        self.rpc = RpcServer(
+            self.loop,
+            cfg.socket,
+            LiveMethods(self).table(),
+            admin_group=cfg.admin_group,
+            monitor_group=cfg.monitor_group,
+        )
+        try:
+            self.rpc.open()
+        except OSError as exc:
+            raise StartupError(f"control socket {cfg.socket}: {exc.strerror or exc}") from exc
+        self.gateway.observers.append(_EventPublisher(self))
+        self.gateway.denial_listeners.append(self._publish_denial)
+
+    def _publish_denial(self, denial: Any) -> None:
+        from sengd.rpc.methods import denial_json
+
+        if self.rpc is not None:
+            self.rpc.publish("denial", denial_json(denial))
+
+    def _stats_tick(self) -> None:
+        """Every second: per-session rates for the RPC, and a `stats` event to subscribers."""
+        gateway = self.gateway
+        if gateway is None or not self.loop.running:
+            return
+        rates: dict[int, tuple[float, float]] = {}
+        counts: dict[int, tuple[int, int]] = {}
+        for session in gateway.sessions():
+            c = session.counters
+            counts[session.id] = (c.rx_bytes, c.tx_bytes)
+            last = self._last_counts.get(session.id)
+            if last is not None:
+                rates[session.id] = (
+                    (c.rx_bytes - last[0]) / STATS_INTERVAL,
+                    (c.tx_bytes - last[1]) / STATS_INTERVAL,
+                )
+        self.rates, self._last_counts = rates, counts
+        if self.rpc is not None:
+            status = gateway.status()
+            self.rpc.publish(
+                "stats",
+                {
+                    "sessions": status["sessions"],
+                    "active_sessions": status["active"],
+                    "rx_bytes_per_s": round(sum(r[0] for r in rates.values()), 1),
+                    "tx_bytes_per_s": round(sum(r[1] for r in rates.values()), 1),
+                    "handshakes": status["handshakes"],
+                    **gateway.traffic_totals(),
+                },
+            )
+        self.loop.call_later(STATS_INTERVAL, self._stats_tick)
+
+    def apply_store_change(self, method: str, actor: str) -> list[dict[str, Any]]:
+        """After an allowlist or subnet change: reload the policy, the address pools and the
+        TUN addresses; close the sessions the new policy no longer admits and return them."""
+        from sengd.rpc.methods import session_json
+
+        gateway, engine = self.gateway, self.engine
+        assert gateway is not None and engine is not None
+        now = datetime.now(UTC)
+        allowlist = load_policy(engine)
+        shown = {s.id: session_json(s, self.rates, now) for s in gateway.sessions()}
+        revoked = gateway.apply_allowlist(allowlist)
+        gateway.allocator.refresh()
+        if self.tun is not None and self.tun.manage:
+            self.tun.sync_addresses(gateway_addresses(engine))
+        closed = [shown[s.id] for s in revoked if s.id in shown]
+        emit(log, logging.INFO, "admin-change", method=method, actor=actor, closed=len(closed))
+        if self.rpc is not None:
+            self.rpc.publish(
+                "admin.change",
+                {
+                    "method": method,
+                    "actor": actor,
+                    "closed_sessions": [c["enclave_ip"] for c in closed],
+                },
+            )
+        return closed
+
+    def close_subnet_sessions_if_forced(self, params: dict[str, Any]) -> None:
+        """`subnets.remove` with force: close the subnet's sessions before it goes away."""
+        from sengd.rpc.methods import subnet_matches
+
+        if params.get("force") is not True or self.gateway is None or self.engine is None:
+            return
+        target = params.get("name_or_cidr")
+        if not isinstance(target, str):
+            return
+        with session_factory(self.engine)() as db:
+            ids = {
+                row.id
+                for row in db.scalars(select(EnclaveSubnet))
+                if subnet_matches(target, row.cidr, row.name)
+            }
+        for session in self.gateway.sessions():
+            if session.subnet_id in ids:
+                self.gateway.teardown(session, "subnet-removed")
 
     def _open_tun(self) -> int:
         assert self.engine is not None
@@ -205,20 +345,27 @@ class Daemon:
             emit(log, logging.INFO, "final-stats", stats=json.dumps(self.gateway.status()))
         self.loop.stop()
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the config's policy knobs and the allowlist; revoke what they deny."""
+    def _reload_signal(self) -> None:
+        with contextlib.suppress(ReloadError):
+            self.reload(actor="SIGHUP")
+
+    def reload(self, actor: str = "-") -> dict[str, Any]:
+        """Re-read the config's policy knobs and the allowlist; close what they no longer admit.
+
+        Returns what happened; raises ReloadError (keeping the running configuration) when the
+        file is invalid."""
         gateway = self.gateway
         if gateway is None or self.engine is None:
-            return
+            raise ReloadError("the gateway is not running")
         self.notifier.notify("RELOADING=1")
         source = self.config.source
         try:
             new = config_mod.load(None if source == "<defaults>" else Path(source))
             trust = trust_from_config(new)
         except (ConfigError, TrustConfigError) as exc:
-            emit(log, logging.ERROR, "reload-failed", reason=str(exc))
+            emit(log, logging.ERROR, "reload-failed", reason=str(exc), actor=actor)
             self.notifier.notify("READY=1")
-            return
+            raise ReloadError(str(exc)) from exc
         restart_needed = [
             name
             for name in ("tunnel", "interface", "database", "control", "limits", "gateway")
@@ -231,14 +378,21 @@ class Daemon:
         gateway.config = applied
         gateway.trust = trust
         gateway.defaults = policy_defaults(applied)
-        revoked = gateway.apply_allowlist(load_policy(self.engine))
-        if self.tun is not None and self.tun.manage:
-            self.tun.sync_addresses(gateway_addresses(self.engine))
-        emit(log, logging.INFO, "reloaded", revoked=len(revoked))
+        closed = self.apply_store_change("config.reload", actor)
+        emit(log, logging.INFO, "reloaded", revoked=len(closed), actor=actor)
         self.notifier.notify("READY=1")
+        return {
+            "source": source,
+            "restart_needed": restart_needed,
+            "closed_sessions": closed,
+        }
 
     def close(self) -> None:
-        """Release the TUN, the database and the loop. Safe after a failed start."""
+        """Release the control socket, the TUN, the database and the loop. Safe after a failed
+        start."""
+        if self.rpc is not None:
+            self.rpc.close()
+            self.rpc = None
         if self.tun is not None:
             self.tun.close()
             self.tun = None

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument(
             "--db",
             metavar="URL",
-            default=DEFAULT_DATABASE_URL,
+            default=argparse.SUPPRESS,  # so that sengadm's global --db is not overridden
             help="SQLAlchemy URL (sqlite:////path or postgresql+psycopg://user@host/db) or the "
             f"path of an SQLite file (default: {DEFAULT_DATABASE_URL})",
         )
@@ -95,7 +95,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _engine(args: argparse.Namespace) -> Engine | None:
     try:
-        return create_store_engine(database_url(args.db))
+        return create_store_engine(database_url(args.db or DEFAULT_DATABASE_URL))
     except (ValueError, OSError, SQLAlchemyError) as exc:
         print(f"sengadm db: cannot use database {args.db!r}: {exc}", file=sys.stderr)
         return None

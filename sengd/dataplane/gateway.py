@@ -89,6 +89,26 @@ class Admission:
     subnet_id: int
 
 
+@dataclass(slots=True)
+class _Totals:
+    """Traffic counters summed over sessions (rx = enclave -> gateway)."""
+
+    rx_bytes: int = 0
+    rx_packets: int = 0
+    tx_bytes: int = 0
+    tx_packets: int = 0
+
+    def __iadd__(self, other: tuple[int, int, int, int]) -> _Totals:
+        self.rx_bytes += other[0]
+        self.rx_packets += other[1]
+        self.tx_bytes += other[2]
+        self.tx_packets += other[3]
+        return self
+
+    def values(self) -> tuple[int, int, int, int]:
+        return (self.rx_bytes, self.rx_packets, self.tx_bytes, self.tx_packets)
+
+
 # The reason a session ended, mapped to the lease end reason stored in the database.
 _END_REASONS: dict[str, EndReason] = {
     "close-notify": EndReason.CLOSED,
@@ -97,6 +117,7 @@ _END_REASONS: dict[str, EndReason] = {
     "idle-timeout": EndReason.TIMEOUT,
     "killed": EndReason.KILLED,
     "revoked": EndReason.REVOKED,
+    "subnet-removed": EndReason.REVOKED,
     "shutdown": EndReason.SHUTDOWN,
 }
 
@@ -146,6 +167,8 @@ class Gateway:
         self.started_at = clock()
         self.accepting = True
         self.observers: list[SessionObserver] = []
+        self.denial_listeners: list[Callable[[Denial], None]] = []
+        self._closed_totals = _Totals()
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -395,9 +418,13 @@ class Gateway:
     ) -> None:
         self.handshakes[f"denied:{reason}"] += 1
         mr_enclave = evidence.mr_enclave if evidence is not None else None
-        self.denials.append(
-            Denial(self.clock(), tunnel, addr[0], addr[1], reason, detail, mr_enclave, app)
-        )
+        denial = Denial(self.clock(), tunnel, addr[0], addr[1], reason, detail, mr_enclave, app)
+        self.denials.append(denial)
+        for listener in self.denial_listeners:
+            try:
+                listener(denial)
+            except Exception:
+                log.exception("denial listener %r failed", listener)
         emit(
             log,
             logging.WARNING,
@@ -463,8 +490,18 @@ class Gateway:
             return
         self._arm_session(session)
 
-    def teardown(self, session: sess.Session, reason: str, tunnel: int | None = None) -> None:
-        """End `session` now: close_notify on both tunnels, forget its routes, end its lease."""
+    def teardown(
+        self,
+        session: sess.Session,
+        reason: str,
+        tunnel: int | None = None,
+        *,
+        detail: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """End `session` now: close_notify on both tunnels, forget its routes, end its lease.
+
+        `detail` and `actor` (an administrator's kill message and name) reach the log line."""
         if session.state is sess.State.CLOSED:
             return
         was_active = session.state is sess.State.ACTIVE
@@ -488,6 +525,7 @@ class Gateway:
         if was_active:
             self._notify("session_down", session, reason)
         c = session.counters
+        self._closed_totals += (c.rx_bytes, c.rx_packets, c.tx_bytes, c.tx_packets)
         end_reason = _END_REASONS.get(reason, EndReason.ERROR)
         if session.lease_id is not None:
             try:
@@ -514,6 +552,8 @@ class Gateway:
             host=session.host,
             reason=reason,
             tunnel=tunnel,
+            actor=actor,
+            detail=detail,
             duration=(self.clock() - session.started_at).total_seconds(),
             rx_bytes=c.rx_bytes,
             tx_bytes=c.tx_bytes,
@@ -561,6 +601,19 @@ class Gateway:
             sock.close()
         self.sockets.clear()
         self.loop.remove_reader(self.tun_fd)
+
+    def traffic_totals(self) -> dict[str, int]:
+        """Bytes and packets since start, live and ended sessions together."""
+        t = _Totals(*self._closed_totals.values())
+        for session in self.by_tunnel1.values():
+            c = session.counters
+            t += (c.rx_bytes, c.rx_packets, c.tx_bytes, c.tx_packets)
+        return {
+            "rx_bytes": t.rx_bytes,
+            "rx_packets": t.rx_packets,
+            "tx_bytes": t.tx_bytes,
+            "tx_packets": t.tx_packets,
+        }
 
     def status(self) -> dict[str, Any]:
         """Counters for logs and the control plane."""

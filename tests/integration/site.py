@@ -114,6 +114,9 @@ class Site:
     log_path: Path = field(init=False)
     process: subprocess.Popen[str] | None = None
     pins: dict[str, bytes] = field(default_factory=dict)
+    socket_path: Path | None = None
+    admin_group: str = "seng-admin"
+    monitor_group: str = "seng-monitor"
 
     def __post_init__(self) -> None:
         self.eh = self.topo.netns("eh")
@@ -125,6 +128,8 @@ class Site:
         self.up.run("ip", "route", "add", "192.168.0.0/16", "via", "10.200.2.1")
         self.up.run("ip", "route", "add", "172.16.0.0/12", "via", "10.200.2.1")
         self.db_url = f"sqlite:///{self.workdir / 'seng.db'}"
+        if self.socket_path is None:
+            self.socket_path = self.workdir / "sengd.sock"
         self.log_path = self.workdir / "sengd.log"
         (self.workdir / "ca.pem").write_bytes(self.ias.ca_pem)
         for kind, key in (
@@ -161,7 +166,9 @@ ias_report_signing_ca = "{w}/ca.pem"
 [database]
 url = "{self.db_url}"
 [control]
-socket = "{w}/sengd.sock"
+socket = "{self.socket_path}"
+admin_group = "{self.admin_group}"
+monitor_group = "{self.monitor_group}"
 {extra}
 """
         )
@@ -226,6 +233,18 @@ socket = "{w}/sengd.sock"
                     "SELECT address, end_reason FROM leases WHERE ended_at IS NULL"
                 ).all()
                 return [(str(IPv4Address(r[0])), r[1]) for r in rows]
+        finally:
+            engine.dispose()
+
+    def audit_actions(self) -> list[tuple[str, str]]:
+        """(action, actor name) of every audit event, oldest first."""
+        engine = open_database(self.db_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    "SELECT action, actor_name FROM audit_events ORDER BY id"
+                ).all()
+                return [(str(r[0]), str(r[1])) for r in rows]
         finally:
             engine.dispose()
 

@@ -1,0 +1,1 @@
+"""Control plane: the Unix-socket JSON-RPC server and its methods."""
