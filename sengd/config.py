@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -133,6 +134,33 @@ class ControlSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HostGroups:
+    """`[firewall] host_groups`: group name -> the client host networks of that group."""
+
+    groups: tuple[tuple[str, tuple[IPv4Network, ...]], ...] = ()
+
+    def __iter__(self) -> Iterator[tuple[str, tuple[IPv4Network, ...]]]:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallSection:
+    """[firewall]: nftables sets of enclave addresses per app, category and host group."""
+
+    enabled: bool = False
+    table: str = "seng"
+    family: str = "inet"
+    rules_file: Path | None = None
+    host_groups: HostGroups = field(default_factory=HostGroups)
+    uplink: str = ""
+    masquerade: bool = False
+    forward_policy: str = "drop"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole appliance configuration. `source` is the file it came from (or "<defaults>")."""
 
@@ -143,6 +171,7 @@ class Config:
     interface: InterfaceSection = field(default_factory=InterfaceSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
     control: ControlSection = field(default_factory=ControlSection)
+    firewall: FirewallSection = field(default_factory=FirewallSection)
     source: str = "<defaults>"
 
     @property
@@ -253,6 +282,23 @@ def _to_ipv4(value: Any, file: str, key: str) -> IPv4Address:
         raise ConfigError(file, key, f"{text!r} is not an IPv4 address") from None
 
 
+def _to_host_groups(value: Any, file: str, key: str) -> HostGroups:
+    table = _expect(dict, "a table of group = [CIDR, ...]")(value, file, key)
+    groups = []
+    for name, cidrs in table.items():
+        where = f"{key}.{name}"
+        if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
+            raise ConfigError(file, where, f"must be a list of IPv4 networks, not {cidrs!r}")
+        networks = []
+        for text in cidrs:
+            try:
+                networks.append(IPv4Network(text))
+            except ValueError as exc:
+                raise ConfigError(file, where, f"{text!r} is not an IPv4 network: {exc}") from None
+        groups.append((str(name), tuple(networks)))
+    return HostGroups(tuple(groups))
+
+
 _CONVERTERS: dict[Any, Callable[[Any, str, str], Any]] = {
     str: _expect(str, "a string"),
     int: _expect(int, "an integer"),
@@ -260,6 +306,7 @@ _CONVERTERS: dict[Any, Callable[[Any, str, str], Any]] = {
     float: _to_float,
     Path: _to_path,
     IPv4Address: _to_ipv4,
+    HostGroups: _to_host_groups,
 }
 
 
@@ -297,6 +344,7 @@ def validate(config: Config) -> None:
     _validate_limits(config)
     _validate_attestation(config)
     _validate_names(config)
+    _validate_firewall(config)
 
 
 def _validate_limits(config: Config) -> None:
@@ -351,6 +399,49 @@ def _validate_names(config: Config) -> None:
         raise ConfigError(f, "database.url", "must be a sqlite:// or postgresql:// URL")
     if not config.control.socket.is_absolute():
         raise ConfigError(f, "control.socket", "must be an absolute path")
+
+
+_NFT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _validate_firewall(config: Config) -> None:
+    f, fw = config.source, config.firewall
+    if not _NFT_NAME.fullmatch(fw.table):
+        raise ConfigError(f, "firewall.table", "must be 1-64 of a-z, 0-9, '_', starting a-z")
+    if fw.family not in ("inet", "ip"):
+        raise ConfigError(f, "firewall.family", 'must be "inet" or "ip"')
+    if fw.rules_file is not None:
+        text = str(fw.rules_file)
+        if not fw.rules_file.is_absolute():
+            raise ConfigError(f, "firewall.rules_file", "must be an absolute path")
+        if any(c in text for c in '"\n\r\\'):
+            raise ConfigError(f, "firewall.rules_file", "must not contain quotes or newlines")
+    _validate_host_groups(config)
+    up = fw.uplink
+    if up and (len(up) > 15 or "/" in up or any(c.isspace() or c == '"' for c in up)):
+        raise ConfigError(f, "firewall.uplink", f"{up!r} is not a valid interface name")
+    if up and up == config.interface.name:
+        raise ConfigError(f, "firewall.uplink", "must not be the enclave TUN interface")
+    if fw.masquerade and not fw.uplink:
+        raise ConfigError(f, "firewall.masquerade", "needs firewall.uplink")
+    if fw.forward_policy not in ("accept", "drop"):
+        raise ConfigError(f, "firewall.forward_policy", 'must be "accept" or "drop"')
+
+
+def _validate_host_groups(config: Config) -> None:
+    f, fw = config.source, config.firewall
+    seen: dict[str, str] = {}
+    for name, networks in fw.host_groups:
+        key = f"firewall.host_groups.{name}"
+        if not _GROUP_NAME.fullmatch(name):
+            raise ConfigError(f, key, "group names are 1-64 letters, digits, '_' or '-'")
+        folded = name.lower().replace("-", "_")
+        if folded in seen:
+            raise ConfigError(f, key, f"gives the same set name as group {seen[folded]!r}")
+        seen[folded] = name
+        if not networks:
+            raise ConfigError(f, key, "needs at least one network")
 
 
 def group_id(name: str) -> int | None:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,17 @@ from sengd.dataplane.gateway import Gateway, policy_defaults
 from sengd.dataplane.loop import EventLoop
 from sengd.dataplane.tun import TunInterface
 from sengd.eventlog import emit
+from sengd.net import Firewall, FirewallError, LiveState, member_of
 from sengd.rpc.server import RpcServer
 from sengd.sdnotify import Notifier
 from sengd.servercert import load_credentials
 from sengd.store.allocator import Allocator
 from sengd.store.allowlist import load_allowlist
 from sengd.store.db import open_database, session_factory
-from sengd.store.models import EnclaveSubnet
+from sengd.store.models import Category, EnclaveSubnet
 from sengd.store.subnets import add_enclave_subnet, find_subnet
 from sengd.tunnel.dtls import DtlsListener, ServerCredential
+from sengd.tunnel.session import State
 
 log = logging.getLogger("sengd")
 
@@ -127,6 +129,7 @@ class Daemon:
         self.tun: TunInterface | None = None
         self.gateway: Gateway | None = None
         self.rpc: RpcServer | None = None
+        self.firewall: Firewall | None = None
         self.rates: dict[int, tuple[float, float]] = {}
         self._last_counts: dict[int, tuple[int, int]] = {}
 
@@ -154,7 +157,8 @@ class Daemon:
         except Exception as exc:
             raise StartupError(f"database {cfg.database.url}: {exc}") from exc
         allocator = Allocator(self.engine, cfg.gateway.id)
-        for lease in allocator.start():
+        reclaimed = allocator.start()
+        for lease in reclaimed:
             emit(log, logging.WARNING, "lease-reclaimed", enclave_ip=lease.address)
         demo_subnet = (
             ensure_demo_subnet(self.engine) if cfg.attestation.allow_any_attested else None
@@ -181,6 +185,8 @@ class Daemon:
             allowlist,
             demo_subnet,
         )
+        if cfg.firewall.enabled:  # [firewall]: before any enclave can connect
+            self._start_firewall([lease.address for lease in reclaimed])
         try:
             self.gateway.bind()
         except OSError as exc:
@@ -281,6 +287,7 @@ class Daemon:
         gateway.allocator.refresh()
         if self.tun is not None and self.tun.manage:
             self.tun.sync_addresses(gateway_addresses(engine))
+        self._sync_firewall()
         closed = [shown[s.id] for s in revoked if s.id in shown]
         emit(log, logging.INFO, "admin-change", method=method, actor=actor, closed=len(closed))
         if self.rpc is not None:
@@ -312,6 +319,43 @@ class Daemon:
         for session in self.gateway.sessions():
             if session.subnet_id in ids:
                 self.gateway.teardown(session, "subnet-removed")
+
+    def _start_firewall(self, reclaimed: list[IPv4Address]) -> None:
+        gateway = self.gateway
+        assert gateway is not None
+        self.firewall = Firewall(self.config.firewall, self.config.interface.name)
+        try:
+            self.firewall.open()
+            self.firewall.start(self._firewall_state(), reclaimed)
+        except FirewallError as exc:
+            self.firewall = None
+            raise StartupError(f"[firewall] enabled: {exc}") from exc
+        # Deny by default: a session whose addresses are not in its sets does not stay up.
+        self.firewall.on_error = lambda session: self.loop.call_later(
+            0, lambda: gateway.teardown(session, "firewall-error")
+        )
+        gateway.observers.append(self.firewall)
+
+    def _firewall_state(self) -> LiveState:
+        """What the firewall sets must reflect now (allowlist, categories, active sessions)."""
+        assert self.gateway is not None and self.engine is not None
+        with session_factory(self.engine)() as db:
+            categories = tuple(db.scalars(select(Category.name)))
+        return LiveState(
+            apps=tuple(entry.name for entry in self.gateway.allowlist),
+            categories=categories,
+            members=tuple(member_of(s) for s in self.gateway.sessions() if s.state is State.ACTIVE),
+            subnets=tuple(i.network for i in gateway_addresses(self.engine)),
+        )
+
+    def _sync_firewall(self) -> None:
+        """Converge the firewall on the current allowlist, sessions and [firewall] settings."""
+        if self.firewall is None:
+            return
+        try:
+            self.firewall.sync(self._firewall_state(), self.config.firewall)
+        except FirewallError as exc:
+            emit(log, logging.ERROR, "firewall-sync-failed", reason=str(exc))
 
     def _open_tun(self) -> int:
         assert self.engine is not None
@@ -373,7 +417,14 @@ class Daemon:
         ]
         if restart_needed:
             emit(log, logging.WARNING, "reload-partial", restart_needed=",".join(restart_needed))
-        applied = dataclasses.replace(self.config, attestation=new.attestation)
+        firewall = new.firewall
+        if any(
+            getattr(new.firewall, k) != getattr(self.config.firewall, k)
+            for k in ("enabled", "table", "family")
+        ):
+            emit(log, logging.WARNING, "reload-partial", restart_needed="firewall")
+            firewall = self.config.firewall
+        applied = dataclasses.replace(self.config, attestation=new.attestation, firewall=firewall)
         self.config = applied
         gateway.config = applied
         gateway.trust = trust
@@ -390,6 +441,9 @@ class Daemon:
     def close(self) -> None:
         """Release the control socket, the TUN, the database and the loop. Safe after a failed
         start."""
+        if self.firewall is not None:  # after the sessions' teardown: their sets are empty
+            self.firewall.close()
+            self.firewall = None
         if self.rpc is not None:
             self.rpc.close()
             self.rpc = None
