@@ -20,6 +20,7 @@ from sengd.tunnel.dtls import (
 )
 from tests.unit.tunnel.certs import client_identity, server_credential
 from tests.unit.tunnel.harness import Link
+from tests.unit.tunnel.test_clienthello import with_cookie
 
 HANDSHAKE = 22
 HELLO_VERIFY_REQUEST = 3
@@ -282,21 +283,7 @@ def test_forged_cookie_does_not_touch_established_connection() -> None:
     attacker = client_for("ecdsa")
     attacker.start()
     (hello,) = attacker.datagrams_to_send()
-    # Rewrite the hello with a made-up cookie (the 1-byte cookie length follows the session id).
-    parsed = parse_client_hello(hello)
-    offset = 13 + 12 + 2 + 32 + 1 + len(parsed.session_id)
-    assert hello[offset] == 0
-    body = hello[13 + 12 : offset] + bytes([20]) + os.urandom(20) + hello[offset + 1 :]
-    forged = (
-        hello[:11]
-        + (12 + len(body)).to_bytes(2, "big")
-        + bytes([1])
-        + len(body).to_bytes(3, "big")
-        + hello[17:19]
-        + b"\0\0\0"
-        + len(body).to_bytes(3, "big")
-        + body
-    )
+    forged = with_cookie(hello, os.urandom(20))
     assert parse_client_hello(forged).cookie
     listener.datagram_received(forged, link.addr, 0.0)
     assert listener.drops[DropReason.BAD_COOKIE] == 1
