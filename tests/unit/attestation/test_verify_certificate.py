@@ -7,13 +7,13 @@ import base64
 import dataclasses
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sengd.attestation import AttestationError, Evidence, Reason, TrustConfig, verify_certificate
+from sengd.attestation import AttestationError, Reason, TrustConfig, verify_certificate
 from sengd.attestation.quote import QUOTE_BODY_SIZE
 from sengd.testing.attestation_kit import (
     DEBUG_FLAGS,
@@ -548,8 +548,3 @@ def test_a_cached_result_belongs_to_its_trust_config(
     cert = _mint(ias, keys).cert_der
     verify_certificate(cert, ias.trust(), NOW)
     assert _reason(cert, other_ias.trust()) is Reason.IAS_CHAIN_UNTRUSTED
-
-
-def test_evidence_type() -> None:
-    assert Evidence.__slots__  # frozen, slotted: cheap to keep per session
-    assert datetime.now(UTC).tzinfo is UTC
