@@ -56,6 +56,7 @@ from sengd.tunnel.clienthello import ClientHello, ClientHelloError, is_client_he
 from sengd.tunnel.clienthello import parse_client_hello as _parse_client_hello
 from sengd.tunnel.records import (
     CONTENT_APPLICATION_DATA,
+    HEADER_LEN,
     RecordError,
     looks_like_record,
     pack_datagrams,
@@ -79,6 +80,7 @@ _RETRANSMIT_MIN = 1.0
 _RETRANSMIT_MAX = 16.0
 _REPOLL = 0.05
 _MAX_STEPS = 64
+_MAX_RECORDS = 1024
 _READ_CHUNK = 16384
 
 # The stubs type the HandshakeStep members as int; at run time they are enum members.
@@ -716,11 +718,13 @@ class DtlsListener:
                 self._clear(buf)
                 self.drops[DropReason.OVERSIZED] += 1
                 return
+        # The usual datagram is exactly one record: then one readinto() empties it and the
+        # WantReadError of a second call (an exception per packet) can be skipped.
+        single = len(data) >= HEADER_LEN and len(data) == HEADER_LEN + (data[11] << 8 | data[12])
         view = self._rview
-        events = self._events
         addr = conn.addr
         got = False
-        while True:
+        for _ in range(_MAX_RECORDS):
             try:
                 n = buf.readinto(self._rarg, _READ_CHUNK)
             except mbedtls_tls.WantReadError:
@@ -729,17 +733,12 @@ class DtlsListener:
                 continue
             except TLSError as exc:
                 self._flush(conn)
-                err = _err(exc)
-                if err == _ERR_PEER_CLOSE_NOTIFY:
-                    reason = CloseReason.CLOSE_NOTIFY
-                elif err == _ERR_FATAL_ALERT_MESSAGE:
-                    reason = CloseReason.FATAL_ALERT
-                else:
-                    reason = CloseReason.PROTOCOL_ERROR
-                self._fail(conn, reason)
+                self._fail(conn, _close_reason(exc))
                 return
             got = True
-            events.append(ApplicationData(addr, bytes(view[:n])))
+            self._events.append(ApplicationData(addr, bytes(view[:n])))
+            if single:
+                break
         if buf._output_buffer:
             self._flush(conn)
         elif not got and data and data[0] == CONTENT_APPLICATION_DATA:
@@ -798,6 +797,16 @@ def _suite_name(buf: mbedtls_tls.TLSWrappedBuffer) -> str:
     if isinstance(name, bytes):
         return name.decode("ascii", "replace")
     return str(name or "")
+
+
+def _close_reason(exc: TLSError) -> CloseReason:
+    """Map an error of an established connection to the reason reported."""
+    err = _err(exc)
+    if err == _ERR_PEER_CLOSE_NOTIFY:
+        return CloseReason.CLOSE_NOTIFY
+    if err == _ERR_FATAL_ALERT_MESSAGE:
+        return CloseReason.FATAL_ALERT
+    return CloseReason.PROTOCOL_ERROR
 
 
 def _err(exc: TLSError) -> int:
