@@ -228,6 +228,10 @@ class DtlsClient:
         records, self._records = self._records, []
         return records
 
+    def next_record(self) -> bytes | None:
+        """Return and forget the oldest received plaintext, or None."""
+        return self._records.pop(0) if self._records else None
+
     def send(self, data: bytes) -> None:
         """Encrypt `data` as one application-data record (OpenSSL never fragments it)."""
         if not self.established or self.closed:
@@ -431,11 +435,9 @@ class Tunnel:
         """The next application-data record, or None on timeout. Raises TunnelClosed."""
         deadline = time.monotonic() + timeout
         while True:
-            pending = self.client.records()
-            if pending:
-                # Put back all but the first.
-                self.client._records[:0] = pending[1:]
-                return pending[0]
+            record = self.client.next_record()
+            if record is not None:
+                return record
             if self.client.closed:
                 raise TunnelClosed(self.client.close_reason or "closed")
             if time.monotonic() >= deadline:
@@ -574,6 +576,31 @@ class EnclaveEmulator:
         )
         assert len(header) == HEADER_LEN
         self._tunnel(tunnel).send_raw(header + payload)
+
+    def wait_closed(self, timeout: float) -> bool:
+        """Process input on the open tunnels until the gateway has closed all of them.
+
+        True if it did within `timeout` seconds (records arriving meanwhile are discarded).
+        """
+        deadline = time.monotonic() + timeout
+        tunnels = [t for t in (self.tunnel1, self.tunnel2) if t is not None]
+        while True:
+            open_tunnels = [t for t in tunnels if not t.client.closed]
+            if not open_tunnels:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            readable, _, _ = select.select(open_tunnels, [], [], min(remaining, 0.2))
+            for tunnel in readable:
+                tunnel.receive_ready()
+                tunnel.client.records()
+
+    @property
+    def close_reasons(self) -> tuple[str | None, str | None]:
+        """Why tunnel #1 and #2 closed (None while open or never opened)."""
+        second = self.tunnel2.client.close_reason if self.tunnel2 is not None else None
+        return self.tunnel1.client.close_reason, second
 
     def _tunnel(self, number: int) -> Tunnel:
         if number == 1:

@@ -73,7 +73,9 @@ class MiniGateway:
         address: str = "127.0.0.1",
         assignment: tuple[str, str, str] = ("192.168.28.2", "255.255.255.0", "192.168.28.1"),
         handshake_timeout: float = 30.0,
+        deny: bool = False,
     ) -> None:
+        self.deny = deny
         self.listeners = [
             DtlsListener(credentials, handshake_timeout=handshake_timeout) for _ in range(2)
         ]
@@ -159,7 +161,9 @@ class MiniGateway:
             tunnel = index + 1
             if isinstance(event, HandshakeCompleted):
                 self.seen.handshakes.append((tunnel, event.addr, event.peer_cert_der))
-                if tunnel == 1:
+                if tunnel == 1 and self.deny:
+                    listener.close(event.addr)  # what a gateway does on a policy denial
+                elif tunnel == 1:
                     self._tunnel1_cert[event.addr] = event.peer_cert_der
                     listener.send(event.addr, self.assignment)
                 else:

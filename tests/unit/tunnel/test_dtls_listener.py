@@ -20,7 +20,7 @@ from sengd.tunnel.dtls import (
 )
 from tests.unit.tunnel.certs import client_identity, server_credential
 from tests.unit.tunnel.harness import Link
-from tests.unit.tunnel.test_clienthello import with_cookie
+from tests.unit.tunnel.test_clienthello import openssl_hello, with_cookie
 
 HANDSHAKE = 22
 HELLO_VERIFY_REQUEST = 3
@@ -104,6 +104,22 @@ def test_client_offering_both_suites_gets_its_first_choice() -> None:
     link.handshake()
     (done,) = completed(link)
     assert done.key_type == KeyType.ECDSA
+
+
+def test_dtls_1_0_hello_is_refused_without_an_answer() -> None:
+    datagram = bytearray(openssl_hello(Build.ECDSA))
+    datagram[25:27] = b"\xfe\xff"  # client_version DTLS 1.0
+    listener = listener_for("ecdsa")
+    listener.datagram_received(bytes(datagram), ("10.0.0.1", 5), 0.0)
+    # mbedtls rejects the version before the cookie check; its alert is not sent to an
+    # unverified address.
+    assert listener.drops[DropReason.HELLO_REJECTED] == 1
+    assert listener.datagrams_to_send() == []
+    assert listener.connection_count == 0
+    # The lobby is still usable afterwards.
+    link = Link(listener, client_for("ecdsa"), ("10.0.0.1", 5))
+    link.handshake()
+    assert link.client.established
 
 
 def test_no_shared_cipher_is_dropped_silently() -> None:

@@ -85,6 +85,32 @@ def test_full_client_sequence(kind: str) -> None:
         ]
 
 
+def test_gateway_closing_both_tunnels_is_observed() -> None:
+    with MiniGateway([server_credential("ecdsa")]) as gw:
+        emu = emulator(gw, "ecdsa")
+        emu.connect()
+        assert emu.close_reasons == (None, None)
+        assert not emu.wait_closed(0.2)
+        gw.wait_for(lambda: len(gw.seen.handshakes) == 2)
+        with gw._lock:
+            for index, (tunnel, addr, _) in enumerate(gw.seen.handshakes):
+                assert tunnel == index + 1
+                gw.listeners[index].close(addr)
+            gw._flush()
+        assert emu.wait_closed(5.0)
+        assert emu.close_reasons == ("close-notify", "close-notify")
+        emu.close()
+
+
+def test_denial_after_handshake_surfaces_as_tunnel_closed() -> None:
+    with MiniGateway([server_credential("rsa")], deny=True) as gw:
+        emu = emulator(gw, "rsa")
+        emu.handshake1()
+        with pytest.raises(TunnelClosed, match="close-notify"):
+            emu.read_assignment(timeout=5.0)
+        emu.close()
+
+
 def test_pinned_certificate_mismatch_aborts() -> None:
     with MiniGateway([server_credential("ecdsa")]) as gw:
         emu = EnclaveEmulator(
