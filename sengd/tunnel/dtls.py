@@ -34,12 +34,12 @@ import heapq
 import itertools
 import logging
 import os
-import socket
 import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -52,8 +52,12 @@ from mbedtls import tls as mbedtls_tls
 from mbedtls import x509 as mbedtls_x509
 from mbedtls.exceptions import TLSError
 
-from sengd.tunnel.clienthello import ClientHello, ClientHelloError, is_client_hello
-from sengd.tunnel.clienthello import parse_client_hello as _parse_client_hello
+from sengd.tunnel.clienthello import (
+    ClientHello,
+    ClientHelloError,
+    is_client_hello,
+    parse_client_hello,
+)
 from sengd.tunnel.records import (
     CONTENT_APPLICATION_DATA,
     HEADER_LEN,
@@ -433,17 +437,17 @@ class DtlsListener:
     def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
         """Process one received UDP datagram from `addr` at time `now` (seconds, monotonic)."""
         conn = self._conns.get(addr)
-        if (
-            conn is not None
-            and conn.established
-            and data
-            and data[0] == CONTENT_APPLICATION_DATA
-            and len(data) <= MAX_DATAGRAM
-        ):
-            self._read(conn, data)  # the hot path
-            return
         try:
-            self._slow_path(conn, data, addr, now)
+            if (
+                conn is not None
+                and conn.established
+                and data
+                and data[0] == CONTENT_APPLICATION_DATA
+                and len(data) <= MAX_DATAGRAM
+            ):
+                self._read(conn, data)  # the hot path
+            else:
+                self._slow_path(conn, data, addr, now)
         except Exception:
             # A bug must cost at most this one peer, never the whole listener.
             _log.exception("internal error on a datagram from %s:%s", *addr)
@@ -544,7 +548,7 @@ class DtlsListener:
             return
         if is_client_hello(data):
             try:
-                hello = _parse_client_hello(data)
+                hello = parse_client_hello(data)
             except ClientHelloError:
                 self.drops[DropReason.BAD_CLIENT_HELLO] += 1
                 return
@@ -579,8 +583,8 @@ class DtlsListener:
                 self.drops[reason] += 1
                 return
         try:
-            client_id = socket.inet_aton(addr[0]) + addr[1].to_bytes(2, "big")
-        except (OSError, OverflowError, TypeError):
+            client_id = IPv4Address(addr[0]).packed + addr[1].to_bytes(2, "big")
+        except (AddressValueError, OverflowError, TypeError, ValueError):
             self.drops[DropReason.GARBAGE] += 1
             return
         buf = slot.lobby

@@ -440,6 +440,35 @@ def test_two_connections_on_one_listener_are_independent() -> None:
     assert listener.connection_count == 1
 
 
+def test_an_internal_error_costs_only_that_peer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sengd.tunnel import dtls
+
+    listener = listener_for("ecdsa")
+    healthy = Link(listener, client_for("ecdsa"), ("10.0.0.1", 1))
+    healthy.handshake()
+    victim = Link(listener, client_for("ecdsa"), ("10.0.0.2", 2))
+    victim.client.start()
+    victim.pump()
+    victim.pump()
+    assert listener.pending_count == 1
+
+    def boom(_data: bytes) -> bool:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(dtls, "looks_like_record", boom)
+    listener.datagram_received(b"\x16\xfe\xfd" + bytes(30), victim.addr, 0.0)
+    monkeypatch.undo()
+    assert listener.drops[DropReason.INTERNAL_ERROR] == 1
+    assert listener.events() == [ConnectionClosed(victim.addr, CloseReason.PROTOCOL_ERROR, False)]
+    assert "simulated bug" in caplog.text
+    assert listener.pending_count == 0
+    healthy.client.send(b"unaffected")
+    healthy.pump()
+    assert app_data(healthy) == [b"unaffected"]
+
+
 def test_unknown_address_non_hello_record() -> None:
     link = connected("ecdsa")
     link.client.send(b"x")
