@@ -6,11 +6,16 @@ direction covers the same connections after NAT (a port forward to the enclave s
 enclave address only as the reply source). The SENG netfilter library matched the original
 direction only.
 
-How: the conntrack table is dumped over NETLINK_NETFILTER with the kernel-side filter of
-CTA_FILTER (one dump per address and tuple field, so a large table costs kernel time, not
-Python time); every entry returned is checked again here (kernels without CTA_FILTER ignore
-it and dump everything) and deleted by its original tuple and id. A delete that finds the entry
-already gone is fine. The `conntrack` tool would do the same, four processes per address.
+How: the conntrack table is dumped over NETLINK_NETFILTER and every entry that names an
+address is deleted by its original tuple and id (a delete that finds the entry gone already is
+fine). A dump walks the whole conntrack hash table (about 10 ms for 262144 buckets, whatever
+the number of entries), so the cheaper of two ways is used:
+- a small table (`SMALL_TABLE` entries or fewer): one unfiltered dump, entries skipped unless
+  the address bytes occur in them, then parsed and checked;
+- a large table: the kernel filters (CTA_FILTER), one dump per address and tuple field, so
+  entries of other addresses never reach Python. Kernels without CTA_FILTER ignore it and dump
+  everything, which is why every returned entry is checked again here.
+The `conntrack` tool does the filtered variant, one process per address and field.
 
 The message encoding and parsing are pure functions (unit-tested with bytes); `Conntrack`
 owns the socket.
@@ -57,6 +62,10 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _NFGENMSG = struct.Struct("=BBH")
 _NLATTR = struct.Struct("=HH")
 _RECV_SIZE = 1 << 17
+SMALL_TABLE = 8000
+"""Up to this many entries, one unfiltered dump beats four filtered ones (measured: at 5000
+entries and 262144 buckets, 33 ms against 46 ms)."""
+_COUNT_FILE = "/proc/sys/net/netfilter/nf_conntrack_count"
 
 
 class ConntrackError(Exception):
@@ -214,6 +223,15 @@ def replies(data: bytes) -> Iterator[Reply]:
         offset += _align(length)
 
 
+def _table_size() -> int:
+    """Entries in this network namespace's conntrack table (0 if unknown)."""
+    try:
+        with open(_COUNT_FILE) as fh:
+            return int(fh.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 class Conntrack:
     """The conntrack table of the network namespace this object was created in."""
 
@@ -231,8 +249,14 @@ class Conntrack:
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         return self._seq
 
-    def dump(self, address: IPv4Address | None = None, field: Field | None = None) -> list[Entry]:
-        """The AF_INET entries (the kernel's filter, if given, is only a hint: check them)."""
+    def dump(
+        self,
+        address: IPv4Address | None = None,
+        field: Field | None = None,
+        needles: Collection[bytes] = (),
+    ) -> list[Entry]:
+        """The AF_INET entries (the kernel's filter, if given, is only a hint: check them).
+        With `needles`, entries in whose message none of them occurs are skipped unparsed."""
         seq = self._next_seq()
         self._sock.send(dump_request(seq, address, field))
         entries: list[Entry] = []
@@ -249,8 +273,11 @@ class Conntrack:
                         f"conntrack dump refused: {os.strerror(code)}"
                         + (" (is nf_conntrack_netlink available?)" if code == errno.ENOENT else "")
                     )
-                if reply.kind >> 8 == NFNL_SUBSYS_CTNETLINK:
-                    entries.append(parse_entry(reply.payload[_NFGENMSG.size :]))
+                if reply.kind >> 8 != NFNL_SUBSYS_CTNETLINK:
+                    continue
+                if needles and not any(n in reply.payload for n in needles):
+                    continue
+                entries.append(parse_entry(reply.payload[_NFGENMSG.size :]))
 
     def delete(self, entry: Entry) -> bool:
         """Delete `entry`; False if it was gone already."""
@@ -277,8 +304,8 @@ class Conntrack:
         wanted = frozenset(addresses)
         if not wanted:
             return 0
-        if len(wanted) > 8:
-            candidates = self.dump()
+        if len(wanted) > 8 or _table_size() <= SMALL_TABLE:
+            candidates = self.dump(needles=[a.packed for a in wanted])
         else:
             candidates = [e for a in sorted(wanted) for f in Field for e in self.dump(a, f)]
         deleted = 0

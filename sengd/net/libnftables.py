@@ -32,16 +32,22 @@ class NftError(Exception):
 
 
 def _load() -> ctypes.CDLL:
-    try:
-        lib = ctypes.CDLL(LIBRARY, use_errno=True)
-    except OSError:
-        found = ctypes.util.find_library("nftables")
-        if found is None:
-            raise NftError(
-                f"{LIBRARY} not found: install the nftables package (Debian: nftables, "
-                "which brings libnftables1)"
-            ) from None
-        lib = ctypes.CDLL(found, use_errno=True)
+    candidates = [LIBRARY]
+    found = ctypes.util.find_library("nftables")
+    if found is not None and found != LIBRARY:
+        candidates.append(found)
+    problems = []
+    for candidate in candidates:
+        try:
+            lib = ctypes.CDLL(candidate, use_errno=True)
+            break
+        except OSError as exc:
+            problems.append(str(exc))
+    else:
+        raise NftError(
+            f"cannot load {LIBRARY} ({'; '.join(problems)}): install the nftables package "
+            "(Debian: nftables, which brings libnftables1)"
+        )
     lib.nft_ctx_new.restype = ctypes.c_void_p
     lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
     lib.nft_ctx_free.restype = None

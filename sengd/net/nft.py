@@ -31,6 +31,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any
 
 from sengd.config import FirewallSection
@@ -47,6 +48,7 @@ NAT_CHAIN = "seng_postrouting"
 BASE_CHAINS = frozenset({FORWARD_CHAIN, NAT_CHAIN})
 SET_PREFIXES = tuple(f"{kind.value}_" for kind in Kind)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+_SET_REFERENCE = re.compile(r"@((?:app|cat|host)_[a-z0-9_]+)")
 # Objects of the administrator's rules a reload can replace: kind -> nft's delete keyword.
 _RELOADABLE = {"set": "set", "map": "set", "counter": "counter", "quota": "quota", "limit": "limit"}
 
@@ -192,6 +194,11 @@ def replace_admin_script(
     return script
 
 
+def referenced_sets(rules: str) -> frozenset[str]:
+    """The sengd set names (`@app_...`, `@cat_...`, `@host_...`) a rules file refers to."""
+    return frozenset(_SET_REFERENCE.findall(rules))
+
+
 def sets_in(listing: list[dict[str, Any]]) -> dict[str, frozenset[IPv4Address]]:
     """The ipv4_addr sets with sengd's prefixes in a table listing, with their elements."""
     found: dict[str, frozenset[IPv4Address]] = {}
@@ -250,6 +257,7 @@ class Firewall:
         self._conntrack: Conntrack | None = None
         self._subnets: tuple[IPv4Network, ...] = ()
         self._built = False
+        self._deferred: set[IPv4Address] = set()
 
     @property
     def name(self) -> str:
@@ -285,17 +293,17 @@ class Firewall:
     def start(self, state: LiveState, reclaimed: Collection[IPv4Address] = ()) -> None:
         """Build the table afresh for `state`, load the rules file, flush `reclaimed`'s
         conntrack entries. Raises FirewallError (after removing the table) on failure."""
-        self.layout = self._layout(state)
-        self._subnets = state.subnets
-        content = desired(self.layout, state.members)
-        batch = self._batch()
-        batch.replace_table()
-        for name in sorted(content):
-            batch.add_set(name)
-            batch.add_elements(name, content[name])
-        batch.base_policy(self.settings, self.interface, state.subnets)
-        self._built = True
         try:
+            self.layout = self._layout(state)
+            self._subnets = state.subnets
+            content = self._content(state)
+            batch = self._batch()
+            batch.replace_table()
+            for name in sorted(content):
+                batch.add_set(name)
+                batch.add_elements(name, content[name])
+            batch.base_policy(self.settings, self.interface, state.subnets)
+            self._built = True
             self._run(batch)
             if self.settings.rules_file is not None:
                 self._load_rules(include_script(*self._names(), str(self.settings.rules_file)))
@@ -304,8 +312,37 @@ class Firewall:
             raise
         self.ledger.replace(content)
         self._warn_collisions()
+        self._warn_forwarding()
         self.flush_conntrack(reclaimed)
         emit(log, logging.INFO, "firewall-ready", table=self.name, sets=len(content))
+
+    def _warn_forwarding(self) -> None:
+        if not self.settings.uplink:
+            return
+        try:
+            forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+        except OSError:
+            return
+        if forwarding == "0":
+            emit(log, logging.WARNING, "ip-forwarding-off", uplink=self.settings.uplink)
+
+    def _content(self, state: LiveState) -> dict[str, frozenset[IPv4Address]]:
+        """Every set sengd keeps, with its addresses: the layout's sets, plus empty sets for
+        names the rules file uses that nothing gives (so it loads; a warning says which)."""
+        content = desired(self.layout, state.members)
+        path = self.settings.rules_file
+        if path is None:
+            return content
+        try:
+            rules = path.read_text(errors="replace")
+        except OSError as exc:
+            raise FirewallError(f"rules file {path}: {exc.strerror or exc}") from exc
+        unknown = sorted(referenced_sets(rules) - frozenset(content))
+        if unknown:
+            emit(log, logging.WARNING, "firewall-unknown-sets", sets=",".join(unknown), file=path)
+        for name in unknown:
+            content[name] = frozenset()
+        return content
 
     def _names(self) -> tuple[str, str]:
         return self.settings.family, self.settings.table
@@ -345,9 +382,14 @@ class Firewall:
                 self.on_error(session)
 
     def session_down(self, session: Session, reason: str) -> None:
-        """Take the address out of every set, then flush its conntrack entries."""
+        """Take the address out of every set, then flush its conntrack entries. At shutdown
+        the flush waits for `close()`, which does all addresses in one pass of the table (no
+        address is leased again before that)."""
         self.remove(session.address)
-        self.flush_conntrack([session.address])
+        if reason == "shutdown":
+            self._deferred.add(session.address)
+        else:
+            self.flush_conntrack([session.address])
 
     def add(self, member: Member) -> None:
         """Add `member`'s address to its sets, creating sets of names not seen yet."""
@@ -436,7 +478,7 @@ class Firewall:
         old_sets = self.layout.set_names() | frozenset(present)
         self.layout = self._layout(state)
         self._subnets = state.subnets
-        content = desired(self.layout, state.members)
+        content = self._content(state)
         obsolete = sorted(name for name in old_sets - frozenset(content) if name in present)
         self._run(self._sync_batch(listing, present, content, obsolete))
         self.ledger.replace(content)
@@ -493,7 +535,10 @@ class Firewall:
         return sets_in(self._run(self._list()))
 
     def close(self) -> None:
-        """Delete the table (if this object built it) and close the kernel handles."""
+        """Flush conntrack of the addresses of sessions ended by shutdown, delete the table (if
+        this object built it) and close the kernel handles."""
+        self.flush_conntrack(self._deferred)
+        self._deferred.clear()
         if self._nft is not None:
             if self._built:
                 batch = self._batch()
