@@ -596,8 +596,8 @@ def default_subnet(session: Session, log: ChangeLog) -> EnclaveSubnet:
     if names:
         raise Conflict(
             f"there are {len(names)} enclave subnets ({', '.join(names)}) and none is the "
-            "default: give the subnet as CIDR=SUBNET, or mark one with `sengadm subnet "
-            "set-default`"
+            "default: give the subnet as CIDR=SUBNET, or mark one default (`sengadm subnet "
+            "set-default`, or `default = true` in an apply document)"
         )
     subnet = EnclaveSubnet(
         name=DEFAULT_SUBNET_NAME,
@@ -837,18 +837,20 @@ def get_entry(session: Session, ref: str) -> dict[str, Any]:
 # -- subnets -------------------------------------------------------------------------------
 
 
+def _unmark(session: Session, subnet: EnclaveSubnet, log: ChangeLog) -> None:
+    before = subnet_json(subnet)
+    subnet.is_default = False
+    session.flush()  # the partial unique index allows one mark at any moment
+    log.add(Change("subnet", "update", subnet.name, subnet.id, before, subnet_json(subnet)))
+
+
 def _mark_default(session: Session, subnet: EnclaveSubnet, log: ChangeLog) -> bool:
     """Make `subnet` the marked default (unmarking the previous one); True if it changed."""
     previous = _marked_default(session)
     if previous is subnet:
         return False
     if previous is not None:
-        before = subnet_json(previous)
-        previous.is_default = False
-        session.flush()  # the partial unique index allows one mark at any moment
-        log.add(
-            Change("subnet", "update", previous.name, previous.id, before, subnet_json(previous))
-        )
+        _unmark(session, previous, log)
     before = subnet_json(subnet)
     subnet.is_default = True
     session.flush()
@@ -862,7 +864,11 @@ def _new_subnet(
     gateway: IPv4Address | None,
     name: str | None,
     description: str,
+    log: ChangeLog,
+    *,
+    default: bool = False,
 ) -> EnclaveSubnet:
+    """Create, flush and log a subnet; `default` marks it (unmarking the marked one)."""
     if gateway is None:
         gateway = network.network_address + 1
     try:
@@ -891,16 +897,20 @@ def _new_subnet(
     taken = session.scalars(select(EnclaveSubnet).where(EnclaveSubnet.name == name)).first()
     if taken is not None:
         raise Conflict(f"an enclave subnet named {name!r} exists already ({taken.cidr})")
+    previous = _marked_default(session) if default else None
+    if previous is not None:
+        _unmark(session, previous, log)
     subnet = EnclaveSubnet(
         name=name,
         description=description,
         network=int(network.network_address),
         prefix_len=network.prefixlen,
         gateway=int(gateway),
-        is_default=False,
+        is_default=default,
     )
     session.add(subnet)
     session.flush()
+    log.add(Change("subnet", "create", subnet.name, subnet.id, None, subnet_json(subnet)))
     return subnet
 
 
@@ -921,11 +931,9 @@ def add_subnet(
     prefix or gateway.
     """
     first = session.scalars(select(EnclaveSubnet.id).limit(1)).first() is None
-    subnet = _new_subnet(session, network, gateway, name, description)
     log = ChangeLog(session, actor)
-    log.add(Change("subnet", "create", subnet.name, subnet.id, None, subnet_json(subnet)))
-    if default or (default is None and first):
-        _mark_default(session, subnet, log)
+    mark = bool(default) or (default is None and first)
+    subnet = _new_subnet(session, network, gateway, name, description, log, default=mark)
     return log.result(subnet=subnet_json(subnet))
 
 
@@ -1263,13 +1271,15 @@ class _Applier:
         else:
             subnet = find_subnet(self.session, spec.network)
         if subnet is None:
-            created = _new_subnet(
-                self.session, spec.network, spec.gateway, spec.name, spec.description or ""
+            return _new_subnet(
+                self.session,
+                spec.network,
+                spec.gateway,
+                spec.name,
+                spec.description or "",
+                self.log,
+                default=bool(spec.default),
             )
-            self.log.add(
-                Change("subnet", "create", created.name, created.id, None, subnet_json(created))
-            )
-            return created
         if subnet.cidr != spec.network or (
             spec.gateway is not None and subnet.gateway_address != spec.gateway
         ):
@@ -1295,12 +1305,7 @@ class _Applier:
             if spec.default:
                 _mark_default(self.session, subnet, self.log)
             elif spec.default is False and subnet.is_default:
-                before = subnet_json(subnet)
-                subnet.is_default = False
-                self.session.flush()
-                self.log.add(
-                    Change("subnet", "update", subnet.name, subnet.id, before, subnet_json(subnet))
-                )
+                _unmark(self.session, subnet, self.log)
 
     def category(self, spec: CategorySpec) -> None:
         category = self.session.scalars(select(Category).where(Category.name == spec.name)).first()

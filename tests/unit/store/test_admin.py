@@ -433,8 +433,8 @@ def test_subnet_add_marks_the_first_and_validates(any_engine: Engine) -> None:
     )
     assert second["subnet"]["marked_default"] is False
     moved = call(any_engine, "subnets.add", cidr="10.78.0.0/24", name="new", default=True)
-    marks = [(c["name"], c["after"]["marked_default"]) for c in moved["changes"][1:]]
-    assert marks == [("10.77.0.0/24", False), ("new", True)]
+    marks = [(c["action"], c["name"], c["after"]["marked_default"]) for c in moved["changes"]]
+    assert marks == [("update", "10.77.0.0/24", False), ("create", "new", True)]
     listed = {s["name"]: s["default"] for s in call(any_engine, "subnets.list")}
     assert listed == {"10.77.0.0/24": False, "lab": False, "new": True}
 
