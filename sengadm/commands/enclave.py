@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 
 from sengadm import exitcodes
 from sengadm.backend import Backend, print_changes, print_json, route_text, run_command, show_value
@@ -380,7 +382,10 @@ def _certificate_der(path: Path) -> bytes:
     if b"-----BEGIN" not in data:
         return data
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        with warnings.catch_warnings():
+            # SENG's attester writes serial number 0, which `cryptography` warns about.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise CertError(f"{path}: unreadable PEM certificate ({exc})") from None
     if len(certs) != 1:
