@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -655,3 +656,44 @@ def test_conntrack_flush_matches_both_directions(
             ct.close()
     left = gw.run("conntrack", "-L", "-f", "ipv4", check=False).stdout
     assert "192.168.28.2" not in left and "src=192.168.28.3" in left, left
+
+
+# -- what docs/firewall.md shows -------------------------------------------------------------
+
+
+def _doc_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "firewall.md").read_text()
+    return re.findall(r"```nft\n(.*?)```", text, re.S)
+
+
+def test_documented_sample_rules_load_into_sengds_table(site: Site) -> None:
+    """The README's four `-m seng` rules, rewritten in docs/firewall.md, load as documented."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "firewall.md").read_text()
+    sample = text.split("<!-- sample-rules -->\n```nft\n", 1)[1].split("```", 1)[0]
+    site.allow("DemoEnclave", MR_A)
+    site.allow("SENG-NGINX", MR_B)
+    add_category(site, "DemoEnclave", "Browser")
+    add_category(site, "SENG-NGINX", "Server")
+    enable_firewall(site, sample, 'host_groups = { internal = ["10.0.0.0/8"] }\n')
+    site.start()
+    assert "firewall-unknown-sets" not in site.log_text()
+    assert sets(site.gw) == {
+        "app_demoenclave": set(),
+        "app_seng_nginx": set(),
+        "cat_browser": set(),
+        "cat_server": set(),
+        "host_internal": set(),
+    }
+    chains = {x["chain"]["name"] for x in structure(site.gw) if "chain" in x}
+    assert chains == {"admin_input", "admin_output", "admin_forward"}
+    rules = site.gw.run("nft", "list", "table", "inet", "seng").stdout
+    for reference in ("@host_internal", "@app_demoenclave", "@cat_browser", "@app_seng_nginx"):
+        assert reference in rules
+    assert site.stop() == 0
+
+
+def test_documented_subnet_per_class_rules_load(site: Site) -> None:
+    blocks = _doc_blocks()
+    (per_class,) = [b for b in blocks if "table inet admin" in b]
+    site.gw.run("sh", "-c", f"nft -f - <<'EOF'\n{per_class}EOF\n")
+    assert listing(site.gw, "admin") is not None
