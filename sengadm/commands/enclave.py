@@ -424,7 +424,7 @@ def read_cert_identity(path: Path, *, ias_root: str | None, verify: bool) -> Cer
         payload = extract_payload(parse_certificate(der).cert)
         quote = parse_report(payload.report_body).quote
     except AttestationError as exc:
-        raise CertError(f"{path}: {exc.reason}: {exc}") from None
+        raise CertError(f"{path}: {exc}") from None
     return CertIdentity(
         quote.mr_enclave,
         quote.mr_signer,
