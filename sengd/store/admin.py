@@ -1328,8 +1328,8 @@ class _Applier:
         else:
             self.unchanged["category"] += 1
 
-    def entry(self, spec: EntrySpec) -> None:
-        apps = list(self.session.scalars(_entry_query().where(App.name == spec.name)))
+    def entry(self, spec: EntrySpec, stored: dict[str, list[App]]) -> None:
+        apps = stored.get(spec.name, [])
         if len(apps) > 1:
             raise Conflict(
                 f"enclave {spec.name!r}: {len(apps)} entries have this name "
@@ -1384,9 +1384,13 @@ class _Applier:
             self.category(spec)
         if self.prune:
             self.prune_entries({e.name for e in doc.entries})
+        # Every entry with its routes and categories in three queries, not three per entry.
+        stored: dict[str, list[App]] = {}
+        for app in self.session.scalars(_entry_query().order_by(App.id)):
+            stored.setdefault(app.name, []).append(app)
         for entry in doc.entries:
             try:
-                self.entry(entry)
+                self.entry(entry, stored)
             except AdminError as exc:
                 raise type(exc)(f"enclave {entry.name!r}: {exc.message}", exc.data) from None
         if self.prune:
