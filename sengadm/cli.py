@@ -16,7 +16,18 @@ from sengadm.client import DEFAULT_SOCKET
 from sengd import __version__
 
 # Subcommand groups, in the order `sengadm --help` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("status", "session", "events", "db", "attest")
+COMMAND_MODULES: tuple[str, ...] = (
+    "status",
+    "session",
+    "events",
+    "enclave",
+    "subnet",
+    "category",
+    "apply",
+    "audit",
+    "db",
+    "attest",
+)
 
 EPILOG = """\
 exit status:
