@@ -34,9 +34,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -45,7 +46,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from sengd.tunnel import setup
 from sengd.tunnel.records import CONTENT_APPLICATION_DATA, HEADER_LEN, RecordError, pack_datagrams
@@ -84,34 +85,40 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 @dataclass(frozen=True)
 class ClientIdentity:
-    """The enclave's certificate and private key (an RA-TLS certificate in production)."""
+    """The enclave's certificate (DER) and private key (an RA-TLS certificate in production).
 
-    certificate: x509.Certificate
-    private_key: PrivateKey
+    The certificate is handled by OpenSSL only, like in the real clients: RA-TLS certificates
+    have serial number 0, which `cryptography` warns about and will refuse to parse.
+    """
+
+    certificate_der: bytes
+    private_key: PrivateKey = field(repr=False)
 
     @property
     def build(self) -> Build:
         """The client build matching the key type (RSA key -> RSA build)."""
         return Build.RSA if isinstance(self.private_key, rsa.RSAPrivateKey) else Build.ECDSA
 
-    @property
-    def certificate_der(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.DER)
+    @classmethod
+    def from_certificate(cls, certificate: x509.Certificate, key: PrivateKey) -> ClientIdentity:
+        return cls(certificate.public_bytes(serialization.Encoding.DER), key)
 
     @classmethod
     def from_bytes(cls, certificate: bytes, private_key: bytes) -> ClientIdentity:
-        """Load PEM or DER certificate and unencrypted private key bytes."""
-        if certificate.lstrip().startswith(b"-----"):
-            cert = x509.load_pem_x509_certificate(certificate)
-        else:
-            cert = x509.load_der_x509_certificate(certificate)
-        if private_key.lstrip().startswith(b"-----"):
-            key = serialization.load_pem_private_key(private_key, None)
-        else:
-            key = serialization.load_der_private_key(private_key, None)
+        """Load a PEM or DER certificate and unencrypted PEM or DER private key bytes.
+
+        Raises ValueError if either does not parse or the key type is not RSA or EC.
+        """
+        try:
+            if private_key.lstrip().startswith(b"-----"):
+                key = serialization.load_pem_private_key(private_key, None)
+            else:
+                key = serialization.load_der_private_key(private_key, None)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"client private key does not load: {exc}") from exc
         if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             raise ValueError(f"unsupported client key type {type(key).__name__}")
-        return cls(cert, key)
+        return cls(load_certificate_der(certificate), key)
 
     @classmethod
     def load(cls, certificate_path: Path, private_key_path: Path) -> ClientIdentity:
@@ -119,10 +126,22 @@ class ClientIdentity:
 
 
 def load_certificate_der(data: bytes) -> bytes:
-    """PEM or DER certificate bytes -> DER."""
-    if data.lstrip().startswith(b"-----"):
-        return x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
-    return x509.load_der_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    """PEM or DER certificate bytes -> DER (parsed by OpenSSL). Raises ValueError."""
+    filetype = crypto.FILETYPE_PEM if data.lstrip().startswith(b"-----") else crypto.FILETYPE_ASN1
+    try:
+        cert = crypto.load_certificate(filetype, data)
+    except crypto.Error as exc:
+        raise ValueError(f"certificate does not parse: {exc}") from exc
+    return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
+
+
+def _use_certificate_der(ctx: SSL.Context, der: bytes) -> None:
+    # Through a file: pyOpenSSL deprecates X509 objects and `cryptography` warns about (and
+    # will refuse) the serial number 0 of RA-TLS certificates; OpenSSL itself takes it.
+    with tempfile.NamedTemporaryFile(prefix="enclave-emu-", suffix=".der") as file:
+        file.write(der)
+        file.flush()
+        ctx.use_certificate_file(file.name, crypto.FILETYPE_ASN1)
 
 
 class DtlsClient:
@@ -163,7 +182,7 @@ class DtlsClient:
         ctx.set_options(options)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         if identity is not None:
-            ctx.use_certificate(identity.certificate)
+            _use_certificate_der(ctx, identity.certificate_der)
             ctx.use_privatekey(identity.private_key)
         ctx.set_verify(SSL.VERIFY_PEER, self._verify)
         self._conn = SSL.Connection(ctx, None)
@@ -175,7 +194,9 @@ class DtlsClient:
         self.closed = False
         self.close_reason: str | None = None
 
-    def _verify(self, _conn: SSL.Connection, cert: Any, _errno: int, depth: int, _ok: int) -> bool:
+    def _verify(
+        self, _conn: SSL.Connection, cert: crypto.X509, _errno: int, depth: int, _ok: int
+    ) -> bool:
         if depth != 0:
             return True
         der = cert.to_cryptography().public_bytes(serialization.Encoding.DER)

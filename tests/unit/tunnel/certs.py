@@ -72,4 +72,4 @@ def server_credential(kind: str) -> ServerCredential:
 @cache
 def client_identity(kind: str, padding: int = 0, cn: str = "enclave") -> ClientIdentity:
     key = make_key("rsa" if kind == "rsa" else "p384")
-    return ClientIdentity(make_cert(key, cn, padding=padding), key)
+    return ClientIdentity.from_certificate(make_cert(key, cn, padding=padding), key)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -109,6 +110,43 @@ def test_denial_after_handshake_surfaces_as_tunnel_closed() -> None:
         with pytest.raises(TunnelClosed, match="close-notify"):
             emu.read_assignment(timeout=5.0)
         emu.close()
+
+
+@pytest.mark.parametrize("key_type", ["rsa-2048", "ec-p384"])
+def test_real_ratls_certificate_with_serial_zero(key_type: str) -> None:
+    from sengd.testing.attestation_kit import TestIas, mint_ratls_certificate
+
+    minted = mint_ratls_certificate(TestIas.create(ca_key_size=2048), key_type=key_type)  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no cryptography deprecation for the serial 0
+        identity = ClientIdentity.from_bytes(minted.cert_pem, minted.key_pem)
+    assert identity.certificate_der == minted.cert_der
+    assert 4000 < len(minted.cert_der) < 8192  # ~5-6.5 KB with the real 3072-bit Intel CA
+    kind = "rsa" if key_type.startswith("rsa") else "ecdsa"
+    with MiniGateway([server_credential("rsa"), server_credential("ecdsa")]) as gw:
+        emu = EnclaveEmulator(
+            (gw.address, gw.port),
+            identity,
+            pinned_server_cert=server_credential(kind).certificate_der,
+            timeout=10.0,
+        )
+        emu.connect()
+        gw.wait_for(lambda: len(gw.seen.handshakes) == 2)
+        assert [cert for _, _, cert in gw.seen.handshakes] == [minted.cert_der] * 2
+        emu.close()
+
+
+def test_identity_loading_errors() -> None:
+    with pytest.raises(ValueError, match="certificate does not parse"):
+        ClientIdentity.from_bytes(b"junk", client_identity_pem_key())
+    with pytest.raises(ValueError, match="private key does not load"):
+        ClientIdentity.from_bytes(client_identity("rsa").certificate_der, b"junk")
+
+
+def client_identity_pem_key() -> bytes:
+    return client_identity("rsa").private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def test_pinned_certificate_mismatch_aborts() -> None:
@@ -215,7 +253,7 @@ def write_identity(tmp_path: Path, identity: ClientIdentity, pin: bytes) -> list
     cert = tmp_path / "enclave.crt"
     key = tmp_path / "enclave.key"
     pinned = tmp_path / "server.der"
-    cert.write_bytes(identity.certificate.public_bytes(serialization.Encoding.PEM))
+    cert.write_bytes(identity.certificate_der)  # DER: the CLI takes PEM or DER
     key.write_bytes(
         identity.private_key.private_bytes(
             serialization.Encoding.PEM,
