@@ -142,6 +142,21 @@ def test_large_client_certificate_is_reassembled(padding: int) -> None:
     assert done.peer_cert_der == identity.certificate_der
 
 
+@pytest.mark.slow
+def test_certificate_beyond_mbedtls_input_buffer_ends_in_handshake_timeout() -> None:
+    # MBEDTLS_SSL_IN_CONTENT_LEN is 16384 in the wheel: a larger Certificate message is
+    # silently ignored. It must end as a clean timeout, not as anything worse.
+    identity = client_identity("ecdsa", padding=17000)
+    assert len(identity.certificate_der) > 16384
+    client = DtlsClient(identity, pinned_server_cert=server_credential("ecdsa").certificate_der)
+    link = Link(listener_for("ecdsa", handshake_timeout=2.0), client)
+    link.client.start()
+    link.run(until=lambda: bool(closed(link)), timeout=10.0)
+    assert closed(link) == [ConnectionClosed(link.addr, CloseReason.HANDSHAKE_TIMEOUT, False)]
+    assert completed(link) == []
+    assert link.listener.connection_count == 0
+
+
 def test_client_without_certificate_is_rejected() -> None:
     client = DtlsClient(
         None, pinned_server_cert=server_credential("ecdsa").certificate_der, build=Build.ECDSA
