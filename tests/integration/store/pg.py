@@ -2,7 +2,9 @@
 
 The server lives in a new temporary directory, owned by the `postgres` OS user (initdb refuses
 to run as root), listens on 127.0.0.1 on a free port and on a unix socket in its own
-directory, and is stopped and deleted at the end even when tests fail. Missing PostgreSQL
+directory, and is stopped and deleted at the end even when tests fail. A session killed too
+hard to clean up (SIGKILL, SIGABRT) leaves its server behind; the next session stops and
+deletes it (the directory records the owning process id). Missing PostgreSQL
 binaries are an error, never a skip: scripts/bootstrap.sh installs Debian's `postgresql`.
 """
 
@@ -25,6 +27,8 @@ from psycopg import sql
 
 PG_ROOT = Path("/usr/lib/postgresql")
 OS_USER = "postgres"
+DIR_PREFIX = "seng-pg-"
+OWNER_FILE = "owner.pid"
 
 
 def find_pg_bindir() -> Path:
@@ -89,15 +93,59 @@ class PostgresServer:
             )
 
 
+def _stop(bindir: Path, data: Path) -> None:
+    subprocess.run(
+        [
+            *(["runuser", "-u", OS_USER, "--"] if os.geteuid() == 0 else []),
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ],
+        check=False,
+        capture_output=True,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    # A killed process whose parent has not reaped it yet is a zombie: dead for our purpose.
+    return "\nState:\tZ" not in status
+
+
+def reap_orphans(bindir: Path) -> None:
+    """Stop and delete servers left by test sessions that were killed before their cleanup.
+
+    Only directories whose recorded owner process no longer exists are touched, so servers of
+    test sessions running concurrently are left alone.
+    """
+    for root in Path(tempfile.gettempdir()).glob(f"{DIR_PREFIX}*"):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(owner):
+            _stop(bindir, root / "data")
+            shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PostgresServer]:
     """Start a throw-away PostgreSQL server; stop and delete it on exit, whatever happened."""
     bindir = find_pg_bindir()
+    reap_orphans(bindir)
     try:
         pw = pwd.getpwnam(OS_USER)
     except KeyError as exc:
         raise RuntimeError(f"OS user {OS_USER!r} missing: is `postgresql` installed?") from exc
-    root = Path(tempfile.mkdtemp(prefix="seng-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
+    (root / OWNER_FILE).write_text(str(os.getpid()))
     started = False
     data = root / "data"
     try:
@@ -154,18 +202,5 @@ def private_postgres() -> Iterator[PostgresServer]:
         yield PostgresServer(root=root, port=port, bindir=bindir)
     finally:
         if started:
-            subprocess.run(
-                [
-                    *(["runuser", "-u", OS_USER, "--"] if os.geteuid() == 0 else []),
-                    str(bindir / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "stop",
-                ],
-                check=False,
-                capture_output=True,
-            )
+            _stop(bindir, data)
         shutil.rmtree(root, ignore_errors=True)
