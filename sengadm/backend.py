@@ -13,7 +13,8 @@ Both answer `call(method, params)` with the same JSON-shaped results and raise t
 sengadm's exit codes: 1 refused or not found, 2 bad parameters or database unusable, 3 daemon
 unreachable.
 
-This module also renders the `changes` list every write method returns, as a diff.
+This module also renders the `changes` list every write method returns, as a diff, and
+holds the help formatter of the store commands.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import stat
 import sys
+import textwrap
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -185,6 +187,30 @@ def run_command(args: argparse.Namespace, body: Callable[[Backend], int]) -> int
         for problem in data.get("problems", []):
             print(f"  {problem}", file=sys.stderr)
         return exit_code_for(exc)
+
+
+class ManPageFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help text like a man page: prose paragraphs are wrapped to the terminal; paragraphs
+    with indented lines (examples, file excerpts) are printed as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = text.strip("\n").split("\n\n")
+        shown = []
+        for paragraph in paragraphs:
+            if any(line.startswith(" ") for line in paragraph.splitlines()):
+                shown.append(textwrap.indent(paragraph, indent))
+            else:
+                flat = " ".join(paragraph.split())
+                shown.append(
+                    textwrap.fill(
+                        flat,
+                        width,
+                        initial_indent=indent,
+                        subsequent_indent=indent,
+                        break_on_hyphens=False,  # never split an --option
+                    )
+                )
+        return "\n\n".join(shown) + "\n"
 
 
 def print_json(value: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sengadm import exitcodes
-from sengadm.backend import Backend, print_diff, print_json, run_command
+from sengadm.backend import Backend, ManPageFormatter, print_diff, print_json, run_command
 
 MAX_FILE = 4 * 1024 * 1024
 
@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="make the allowlist and subnets match a TOML file",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     parser.add_argument("file", metavar="FILE.toml", help="the declarative file; - for stdin")
     parser.add_argument(

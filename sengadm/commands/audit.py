@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from sengadm import exitcodes
-from sengadm.backend import Backend, field_lines, print_json, run_command
+from sengadm.backend import Backend, ManPageFormatter, field_lines, print_json, run_command
 
 DESCRIPTION = """\
 Show the audit log: every change to the allowlist, the subnets and the categories, every
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "  sengadm audit\n"
         "  sengadm audit --limit 200 --since 2026-11-01T00:00:00Z\n"
         "  sengadm audit --json | jq '.[] | select(.action == \"delete\")'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     parser.add_argument(
         "--limit",

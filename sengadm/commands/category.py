@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sengadm import exitcodes
-from sengadm.backend import Backend, print_json, run_command
+from sengadm.backend import Backend, ManPageFormatter, print_json, run_command
 from sengadm.rpccall import table
 
 
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(`sengadm enclave add ... --category C`); `sengadm apply --prune` removes unused "
         "ones the file does not list.",
         epilog="examples:\n  sengadm category list\n  sengadm category list --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     commands = group.add_subparsers(dest="category_command", metavar="ACTION")
     group.set_defaults(handler=lambda _args: _usage(group))
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="list the categories and their entries",
         description="List every category with its description and entries.",
         epilog="example:\n  sengadm category list --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     lst.add_argument("--json", action="store_true", help="print the answer as JSON")
     lst.set_defaults(handler=cmd_list)

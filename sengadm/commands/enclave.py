@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 
 from sengadm import exitcodes
-from sengadm.backend import Backend, print_changes, print_json, route_text, run_command, show_value
+from sengadm.backend import (
+    Backend,
+    ManPageFormatter,
+    print_changes,
+    print_json,
+    route_text,
+    run_command,
+    show_value,
+)
 from sengadm.rpccall import table
 from sengd.attestation import AttestationError, TrustConfig, TrustConfigError
 from sengd.attestation.evidence import _verify_static
@@ -82,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "  sengadm enclave disable nginx\n"
         "  sengadm enclave remove nginx\n\n"
         "`sengadm enclave ACTION --help` describes each action.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     commands = group.add_subparsers(dest="enclave_command", metavar="ACTION")
     group.set_defaults(handler=lambda _args: _usage(group))
@@ -155,7 +163,7 @@ def _register_add(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "ISV product id with a minimum ISV SVN (every build of a product a signer releases, "
         "no downgrades below the minimum).\n\n" + GLOBAL_NOTE,
         epilog=ADD_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     add.add_argument("name", metavar="NAME", help="the entry's name (unique)")
     ident = add.add_argument_group("identity (--mrenclave, --mrsigner or --from-cert)")
@@ -232,7 +240,7 @@ def _register_update(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "  sengadm enclave update nginx --default-allow-debug --rename web-frontend\n\n"
         "exit status: 0 done (or nothing to change), 1 refused or not found, 2 usage error, "
         "3 daemon unreachable.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     update.add_argument("name", metavar="NAME", help="the entry (name or #ID)")
     update.add_argument("--rename", metavar="NEW", help="give the entry a new name")
@@ -300,7 +308,7 @@ def _register_reads(commands: argparse._SubParsersAction[argparse.ArgumentParser
         description="List every allowlist entry: name, identity, host routes, categories, "
         "state and the number of enclaves holding an address through it.",
         epilog="examples:\n  sengadm enclave list\n  sengadm enclave list --json | jq '.[].name'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     _json_option(lst)
     lst.set_defaults(handler=cmd_list)
@@ -310,7 +318,7 @@ def _register_reads(commands: argparse._SubParsersAction[argparse.ArgumentParser
         help="show one entry in full",
         description="Show every setting of one allowlist entry. Exit 1 if there is none.",
         epilog="examples:\n  sengadm enclave show nginx\n  sengadm enclave show '#12' --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     show.add_argument("name", metavar="NAME", help="the entry (name or #ID)")
     _json_option(show)
@@ -345,7 +353,7 @@ def _register_changes(commands: argparse._SubParsersAction[argparse.ArgumentPars
             help=summary,
             description=detail + " Exit 1 if there is no such entry.",
             epilog=f"example:\n  sengadm enclave {action} nginx",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=ManPageFormatter,
         )
         parser.add_argument("name", metavar="NAME", help="the entry (name or #ID)")
         _json_option(parser)

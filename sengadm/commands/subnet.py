@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from sengadm import exitcodes
-from sengadm.backend import Backend, print_changes, print_json, run_command
+from sengadm.backend import Backend, ManPageFormatter, print_changes, print_json, run_command
 from sengadm.rpccall import table
 
 DESCRIPTION = """\
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "  sengadm subnet set-default backend\n"
         "  sengadm subnet remove backend --force\n\n"
         "`sengadm subnet ACTION --help` describes each action.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     commands = group.add_subparsers(dest="subnet_command", metavar="ACTION")
     group.set_defaults(handler=lambda _args: _usage(group))
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog="examples:\n"
         "  sengadm subnet add 10.77.0.0/24 --gateway 10.77.0.1\n"
         "  sengadm subnet add 172.16.28.0/26 --name lab --description 'lab enclaves' --default",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     add.add_argument("cidr", metavar="CIDR", help="the subnet, e.g. 10.77.0.0/24")
     add.add_argument(
@@ -79,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="List the enclave subnets with their gateway, whether they are the "
         "default, the entries whose host routes lead there, open leases and size.",
         epilog="examples:\n  sengadm subnet list\n  sengadm subnet list --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     _json_option(lst)
     lst.set_defaults(handler=cmd_list)
@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "listed) and its lease history goes with it.",
         epilog="examples:\n  sengadm subnet remove lab\n  sengadm subnet remove 10.77.0.0/24 "
         "--force",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     remove.add_argument("subnet", metavar="NAME|CIDR", help="the subnet, by name or CIDR")
     remove.add_argument(
@@ -108,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Mark the subnet host routes without =SUBNET lead to. Existing routes "
         "keep their subnet.",
         epilog="example:\n  sengadm subnet set-default backend",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ManPageFormatter,
     )
     default.add_argument("subnet", metavar="NAME|CIDR", help="the subnet, by name or CIDR")
     _json_option(default)
