@@ -81,6 +81,10 @@ class Client:
         try:
             self._sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:
+            # The daemon may have refused us (and hung up) before reading: say why if it did.
+            refusal = self._refusal()
+            if refusal is not None:
+                raise refusal from None
             raise Unreachable(f"{self.path}: {exc.strerror or exc}") from None
         while True:
             doc = self._read()
@@ -100,6 +104,16 @@ class Client:
                     error.get("data"),
                 )
             return doc.get("result")
+
+    def _refusal(self) -> RpcError | None:
+        try:
+            doc = self._read()
+        except (Unreachable, RpcError):
+            return None
+        error = doc.get("error")
+        if not isinstance(error, dict):
+            return None
+        return RpcError(int(error.get("code", INTERNAL_ERROR)), str(error.get("message")))
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Subscribe now; the iterator yields each event as {"event": name, **params} until

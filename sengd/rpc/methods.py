@@ -9,7 +9,6 @@ every session it admitted, and the closed sessions are listed in the answer.
 
 from __future__ import annotations
 
-import importlib
 import time
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Network
@@ -27,6 +26,7 @@ from sengd.rpc.protocol import (
     RpcError,
 )
 from sengd.rpc.server import ADMIN, MONITOR, Caller, Method
+from sengd.store.admin import STORE_METHODS
 from sengd.store.audit import Actor, record
 from sengd.store.db import session_factory
 from sengd.tunnel.session import Session
@@ -111,7 +111,7 @@ class LiveMethods:
             "denials.recent": Method(MONITOR, self.denials, "recent denials {limit?}"),
             "config.reload": Method(ADMIN, self.reload, "reload config and allowlist"),
         }
-        for name, store_method in _store_methods().items():
+        for name, store_method in STORE_METHODS.items():
             methods[name] = Method(
                 store_method.role,
                 self._store_handler(name),
@@ -205,7 +205,7 @@ class LiveMethods:
         fields = ("enclave_ip", "app", "host", "mr_enclave")
         self._audit(
             caller,
-            "session.kill",
+            "kill",
             "session",
             shown["enclave_ip"],
             {"reason": reason, **{k: shown[k] for k in fields}},
@@ -229,7 +229,7 @@ class LiveMethods:
             ) from None
         self._audit(
             caller,
-            "config.reload",
+            "reload",
             "config",
             result["source"],
             {"closed_sessions": [s["enclave_ip"] for s in result["closed_sessions"]]},
@@ -246,7 +246,7 @@ class LiveMethods:
     # -- the store's methods ---------------------------------------------------------------
 
     def _store_handler(self, name: str) -> Any:
-        store_method = _store_methods()[name]
+        store_method = STORE_METHODS[name]
 
         def handle(params: Params, caller: Caller) -> Any:
             daemon = self.daemon
@@ -256,23 +256,14 @@ class LiveMethods:
                 params = Params(params.raw())
             with session_factory(daemon.engine)() as db, db.begin():
                 result = store_method.handler(db, Actor(caller.uid, caller.name), params)
-            if store_method.writes:
+            dry_run = isinstance(result, dict) and result.get("dry_run") is True
+            if store_method.writes and not dry_run:
                 closed = daemon.apply_store_change(name, caller.name)
                 if isinstance(result, dict):
                     result = {**result, "closed_sessions": closed}
             return result
 
         return handle
-
-
-def _store_methods() -> dict[str, Any]:
-    # TEMPORARY until sengd.store.admin lands (issue 5, in progress): then import it directly.
-    try:
-        module = importlib.import_module("sengd.store.admin")
-    except ModuleNotFoundError:
-        return {}
-    methods: dict[str, Any] = module.STORE_METHODS
-    return methods
 
 
 def denial_json(denial: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PROTOCOL_VERSION = 1
-MAX_REQUEST_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024
 """A request line longer than this is refused and the connection closed."""
 
 # JSON-RPC 2.0 error codes, and ours (-32000..-32099 is the implementation-defined range).
