@@ -48,3 +48,6 @@ def setup(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Schema migrations report themselves as one sengd event; alembic's own lines are noise.
+    if level != "debug":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
