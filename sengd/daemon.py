@@ -34,7 +34,13 @@ from sengd.sdnotify import Notifier
 from sengd.servercert import load_credentials
 from sengd.store.allocator import Allocator
 from sengd.store.allowlist import load_allowlist
-from sengd.store.db import open_database, session_factory
+from sengd.store.db import (
+    create_store_engine,
+    display_url,
+    open_database,
+    schema_status,
+    session_factory,
+)
 from sengd.store.models import Category, EnclaveSubnet
 from sengd.store.subnets import add_enclave_subnet, find_subnet
 from sengd.tunnel.dtls import DtlsListener, ServerCredential
@@ -153,9 +159,19 @@ class Daemon:
         except Exception as exc:
             raise StartupError(str(exc)) from exc
         try:
+            before = schema_status(probe := create_store_engine(cfg.database.url))
+            probe.dispose()
             self.engine = open_database(cfg.database.url, auto_upgrade=cfg.database.auto_upgrade)
         except Exception as exc:
-            raise StartupError(f"database {cfg.database.url}: {exc}") from exc
+            raise StartupError(f"database {display_url(cfg.database.url)}: {exc}") from exc
+        emit(
+            log,
+            logging.INFO,
+            "database",
+            url=display_url(cfg.database.url),
+            revision=schema_status(self.engine).current,
+            upgraded_from=before.current if before.current != before.head else None,
+        )
         allocator = Allocator(self.engine, cfg.gateway.id)
         reclaimed = allocator.start()
         for lease in reclaimed:
