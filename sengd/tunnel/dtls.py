@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mbedtls import _random as mbedtls_random
 from mbedtls import pk as mbedtls_pk
 from mbedtls import tls as mbedtls_tls
+from mbedtls import version as mbedtls_version
 from mbedtls import x509 as mbedtls_x509
 from mbedtls.exceptions import TLSError
 
@@ -58,10 +59,21 @@ from sengd.tunnel.clienthello import (
     is_client_hello,
     parse_client_hello,
 )
+from sengd.tunnel.keyexport import KeyExportError, derive_keys, parse_context
+from sengd.tunnel.recordlayer import (
+    ALERT_CLOSE_NOTIFY,
+    ALERT_FATAL,
+    ALERT_WARNING,
+    CONTENT_ALERT,
+    RecordLayer,
+    RecordRejected,
+    SequenceExhausted,
+)
 from sengd.tunnel.records import (
     CONTENT_APPLICATION_DATA,
     HEADER_LEN,
     RecordError,
+    iter_records,
     looks_like_record,
     pack_datagrams,
 )
@@ -95,6 +107,12 @@ _CLIENT_HELLO: Final = cast(mbedtls_tls.HandshakeStep, mbedtls_tls.HandshakeStep
 _ERR_PEER_CLOSE_NOTIFY = 0x7880
 _ERR_FATAL_ALERT_MESSAGE = 0x7780
 _ERR_TIMEOUT = 0x6800
+
+_CLOSE_NOTIFY_ALERT: Final = bytes((ALERT_WARNING, ALERT_CLOSE_NOTIFY))
+_DECODE_ERROR_ALERT: Final = bytes((ALERT_FATAL, 50))
+
+KEY_EXPORT_SUPPORTED: Final = tuple(mbedtls_version.version_info[:2]) == (2, 28)
+"""Whether this Mbed TLS writes the saved-context layout `keyexport.parse_context` reads."""
 
 
 def _reseed_after_fork() -> None:
@@ -301,6 +319,7 @@ class _Connection:
         "deadline",
         "established",
         "host",
+        "records",
         "rto",
         "slot",
         "wake_at",
@@ -316,7 +335,10 @@ class _Connection:
     ) -> None:
         self.addr = addr
         self.host = addr[0]
-        self.buf = buf
+        self.buf: mbedtls_tls.TLSWrappedBuffer | None = buf
+        """mbedtls' state until the records are taken over; None afterwards."""
+        self.records: RecordLayer | None = None
+        """Our own record protection once the keys were exported."""
         self.slot = slot
         self.client_random = client_random
         self.deadline = deadline
@@ -337,6 +359,10 @@ class DtlsListener:
         max_pending: handshakes in progress, in total; further cookie-bearing hellos are dropped.
         max_pending_per_host: the same per client IPv4 address.
         max_connections: pending plus established connections (None: no limit).
+        export_keys: take the records of an established connection over from mbedtls
+            (`recordlayer.py`) after the client's first application-data record. Ignored,
+            i.e. mbedtls keeps the records, if this Mbed TLS is not a version whose saved
+            context we can read (`KEY_EXPORT_SUPPORTED`) or the suite is not AES-GCM.
     """
 
     def __init__(
@@ -348,6 +374,7 @@ class DtlsListener:
         max_pending: int = 1024,
         max_pending_per_host: int = 256,
         max_connections: int | None = None,
+        export_keys: bool = True,
     ) -> None:
         if not credentials:
             raise ValueError("at least one server credential is required")
@@ -368,6 +395,11 @@ class DtlsListener:
         self.max_pending = max_pending
         self.max_pending_per_host = max_pending_per_host
         self.max_connections = max_connections
+        self.export_keys = export_keys and KEY_EXPORT_SUPPORTED
+        self.exported = 0
+        """Connections whose records were taken over from mbedtls (monotonic)."""
+        self.export_failures = 0
+        """Connections that stayed with mbedtls because the export failed (monotonic)."""
         self._slots = [_Slot(c, handshake_timeout) for c in credentials]
         for slot in self._slots:
             slot.lobby.setmtu(mtu)
@@ -445,7 +477,18 @@ class DtlsListener:
                 and data[0] == CONTENT_APPLICATION_DATA
                 and len(data) <= MAX_DATAGRAM
             ):
-                self._read(conn, data)  # the hot path
+                records = conn.records
+                # The hot path: one application-data record in one datagram, our own keys.
+                if records is not None and len(data) == HEADER_LEN + (data[11] << 8 | data[12]):
+                    try:
+                        kind, plaintext = records.open(data)
+                    except RecordRejected:
+                        self.drops[DropReason.DISCARDED] += 1
+                        return
+                    if kind == CONTENT_APPLICATION_DATA and plaintext:
+                        self._events.append(ApplicationData(addr, plaintext))
+                    return
+                self._read(conn, data)
             else:
                 self._slow_path(conn, data, addr, now)
         except Exception:
@@ -496,7 +539,15 @@ class DtlsListener:
             raise DtlsError(
                 f"plaintext of {size} bytes; a record carries 1..{self.max_plaintext} bytes"
             )
+        records = conn.records
+        if records is not None:
+            try:
+                self._out.append((records.seal(CONTENT_APPLICATION_DATA, plaintext), addr))
+            except SequenceExhausted:
+                self._fail(conn, CloseReason.PROTOCOL_ERROR)
+            return
         buf = conn.buf
+        assert buf is not None
         try:
             pending = buf.write(plaintext)
         except mbedtls_tls.WantReadError:
@@ -523,9 +574,7 @@ class DtlsListener:
         if conn is None:
             return False
         if conn.established:
-            with contextlib.suppress(TLSError):
-                conn.buf.shutdown()
-            self._flush(conn)
+            self._close_notify(conn)
         self._remove(conn)
         return True
 
@@ -662,10 +711,12 @@ class DtlsListener:
                 continue
 
     def _feed_handshake(self, conn: _Connection, data: bytes, now: float) -> None:
+        buf = conn.buf
+        assert buf is not None  # pending connections always have mbedtls state
         try:
-            conn.buf.receive_from_network(data)
+            buf.receive_from_network(data)
         except BufferError:
-            self._clear(conn.buf)
+            self._clear(buf)
             self.drops[DropReason.OVERSIZED] += 1
             return
         produced = self._handshake(conn, now)
@@ -677,6 +728,7 @@ class DtlsListener:
     def _handshake(self, conn: _Connection, now: float) -> bool:
         """Advance a pending handshake; True if it produced output. Completes or fails it."""
         buf = conn.buf
+        assert buf is not None
         try:
             self._steps(buf)
         except TLSError as exc:
@@ -695,6 +747,7 @@ class DtlsListener:
 
     def _complete(self, conn: _Connection) -> None:
         buf = conn.buf
+        assert buf is not None
         der = buf.getpeercert(binary_form=True)
         if not der:
             with contextlib.suppress(TLSError):
@@ -714,7 +767,11 @@ class DtlsListener:
 
     def _read(self, conn: _Connection, data: bytes) -> None:
         """Decrypt every record of one datagram on an established connection."""
+        if conn.records is not None:
+            self._read_records(conn, conn.records, data)
+            return
         buf = conn.buf
+        assert buf is not None
         if data:
             try:
                 buf.receive_from_network(data)
@@ -749,8 +806,91 @@ class DtlsListener:
             self.drops[DropReason.DISCARDED] += 1
         if buf._input_buffer:
             buf._input_buffer.clear()  # type: ignore[attr-defined]
+        if got and self.export_keys and self._conns.get(addr) is conn:
+            self._take_over(conn, buf)
+
+    def _take_over(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer) -> None:
+        """Move the records of `conn` from mbedtls to a RecordLayer and free mbedtls' state.
+
+        Called after the client's first application-data record: the client then has our
+        Finished, so mbedtls will never have to resend its last flight. If the saved context
+        cannot be read, it is loaded back and mbedtls keeps the records.
+        """
+        if buf._output_buffer or buf._input_buffer:
+            return  # never happens after _read; try again with the next record
+        try:
+            # mbedtls_ssl_context_save(): on success it also resets `buf`.
+            state = cast(Any, buf).__getstate__()
+        except (TypeError, TLSError) as exc:
+            self.export_failures += 1
+            _log.warning("records stay with mbedtls for %s:%s: %s", *conn.addr, exc)
+            return
+        try:
+            session = parse_context(state["connection"])
+            records = RecordLayer.server(session, derive_keys(session))
+        except (KeyExportError, KeyError, TypeError, ValueError) as exc:
+            cast(Any, buf).__setstate__(state)
+            self.export_failures += 1
+            _log.warning("records stay with mbedtls for %s:%s: %s", *conn.addr, exc)
+            return
+        conn.records = records
+        conn.buf = None
+        self.exported += 1
+
+    def _read_records(self, conn: _Connection, records: RecordLayer, data: bytes) -> None:
+        """Every record of one datagram on a connection whose records we protect ourselves."""
+        try:
+            views = list(iter_records(data))
+        except RecordError:
+            self.drops[DropReason.DISCARDED] += 1
+            return
+        got = False
+        for view in views:
+            try:
+                kind, plaintext = records.open(bytes(view))
+            except RecordRejected:
+                continue  # dropped silently, like mbedtls (RFC 6347 §4.1.2.7)
+            got = True
+            if kind == CONTENT_APPLICATION_DATA:
+                if plaintext:
+                    self._events.append(ApplicationData(conn.addr, plaintext))
+            elif kind == CONTENT_ALERT and not self._on_alert(conn, records, plaintext):
+                return
+            # Handshake records in epoch 1 (a late copy of the client's Finished or a
+            # renegotiation attempt, which we never accept) are ignored.
+        if not got:
+            self.drops[DropReason.DISCARDED] += 1
+
+    def _on_alert(self, conn: _Connection, records: RecordLayer, alert: bytes) -> bool:
+        """Act on a decrypted alert; False if the connection is gone."""
+        if len(alert) != 2:
+            self._out.append((records.seal(CONTENT_ALERT, _DECODE_ERROR_ALERT), conn.addr))
+            self._fail(conn, CloseReason.PROTOCOL_ERROR)
+            return False
+        if alert[1] == ALERT_CLOSE_NOTIFY:
+            # RFC 5246 §7.2.1: answer with a close_notify of our own.
+            self._out.append((records.seal(CONTENT_ALERT, _CLOSE_NOTIFY_ALERT), conn.addr))
+            self._fail(conn, CloseReason.CLOSE_NOTIFY)
+            return False
+        if alert[0] == ALERT_WARNING:
+            return True
+        self._fail(conn, CloseReason.FATAL_ALERT)
+        return False
+
+    def _close_notify(self, conn: _Connection) -> None:
+        """Queue a close_notify alert to the established `conn`."""
+        if conn.records is not None:
+            with contextlib.suppress(SequenceExhausted):
+                self._out.append((conn.records.seal(CONTENT_ALERT, _CLOSE_NOTIFY_ALERT), conn.addr))
+            return
+        if conn.buf is not None:
+            with contextlib.suppress(TLSError):
+                conn.buf.shutdown()
+            self._flush(conn)
 
     def _flush(self, conn: _Connection) -> bool:
+        if conn.buf is None:
+            return False
         return self._flush_buffer(conn.buf, conn.addr)
 
     def _flush_buffer(self, buf: mbedtls_tls.TLSWrappedBuffer, addr: Address) -> bool:
