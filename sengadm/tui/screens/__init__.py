@@ -1,0 +1,1 @@
+"""The dashboard's screens: its places (sessions, events, allowlist, subnets) and dialogs."""

@@ -1,0 +1,1 @@
+"""The dashboard's widgets: things shown on its screens."""

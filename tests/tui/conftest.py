@@ -1,0 +1,52 @@
+"""Fixtures of the dashboard tests: a live site with a real sengd, and Pilot helpers."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from sengd.testing.attestation_kit import TestIas
+from tests.integration.netns import topology
+from tests.integration.site import Site
+
+
+@pytest.fixture(scope="module")
+def ias() -> TestIas:
+    return TestIas.create()
+
+
+@pytest.fixture
+def site(ias: TestIas, tmp_path: Path) -> Iterator[Site]:
+    """Namespaces and a configured (not yet started) sengd; everything removed afterwards."""
+    with topology() as topo:
+        s = Site(topo, tmp_path, ias)
+        try:
+            yield s
+        finally:
+            if s.process is not None and s.process.poll() is None:
+                s.process.send_signal(signal.SIGKILL)
+                s.process.wait(10)
+
+
+async def wait_until(
+    pilot: Pilot[Any],
+    condition: Callable[[], bool],
+    timeout: float = 5.0,
+    what: str = "condition",
+) -> float:
+    """Let the app run until `condition()` holds; the seconds it took. Fails after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what} not reached in {timeout} s")
+        await pilot.pause(0.02)
+    return time.monotonic() - started
+
+
+Step = Callable[[Pilot[Any]], Awaitable[None]]
