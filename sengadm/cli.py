@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "db",
     "attest",
+    "dashboard",
 )
 
 EPILOG = """\
@@ -76,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
+        if args.command is None and sys.stdin.isatty() and sys.stdout.isatty():
+            from sengadm.commands.dashboard import run as dashboard
+
+            args.refresh = 2.0
+            return dashboard(args)
         parser.print_help(sys.stderr)
         return exitcodes.USAGE
     try:
