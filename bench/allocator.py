@@ -153,6 +153,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "sqlite": sqlite3.sqlite_version,
             "sqlalchemy": sqlalchemy.__version__,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "method": "one committed transaction per operation, each timed with perf_counter_ns; "
         "in-memory index warm (start-up timed separately)",
@@ -168,6 +169,7 @@ def main() -> int:
                 "private PostgreSQL on loopback TCP with the test suite's settings (fsync=off, "
                 "synchronous_commit=off): measures round trips and locking, not disk flushes"
             )
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for backend, figures in results["backends"].items():

@@ -8,8 +8,9 @@ Rules (docs/store.md has the reasoning):
   one exists, so stale firewall and conntrack state of the last holder has the most time to go.
 - The database decides: at most one open lease per address is a unique index, so two gateways
   allocating from one PostgreSQL cannot hand out one address twice. The in-memory index only
-  proposes candidates; a candidate another gateway took in the meantime is skipped, and when the
-  index runs dry it is rebuilt from the database before the pool is declared exhausted.
+  proposes candidates; a candidate another gateway took in the meantime is skipped (and the
+  index catches up with what the other gateways did), and when the index runs dry it is rebuilt
+  from the database before the pool is declared exhausted.
 - On start a gateway ends its own leases left open by a crash (`reclaim_stale_leases`), with
   end reason "reclaimed".
 
@@ -52,6 +53,7 @@ OPEN_ADDRESS_INDEX = "uq_leases_open_address"
 
 _LEASES = cast(Table, Lease.__table__)
 _SUBNETS = cast(Table, EnclaveSubnet.__table__)
+# Statements are prepared once: building them costs more than SQLite takes to run them.
 _INSERT_LEASE = insert(_LEASES)
 _OPEN_FLAG = func.max(case((_LEASES.c.ended_at.is_(None), 1), else_=0)).label("open")
 _USED_FROM_CURSOR = (
@@ -63,7 +65,6 @@ _OPEN_IN_SUBNET = select(_LEASES.c.address).where(
     _LEASES.c.subnet_id == bindparam("subnet_id"), _LEASES.c.ended_at.is_(None)
 )
 _COUNTER_COLUMNS = ("bytes_in", "bytes_out", "packets_in", "packets_out")
-# Prepared once: building statements costs more than SQLite takes to run them.
 _OPEN_LEASE_OF_OWNER = and_(
     _LEASES.c.id == bindparam("lease_id"),
     _LEASES.c.gateway_id == bindparam("owner"),
