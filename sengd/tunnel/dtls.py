@@ -20,6 +20,14 @@ How a client gets in:
    wipes it) and `HandshakeCompleted` is emitted. No certificate -> close, no event but a
    `ConnectionClosed(..., NO_CLIENT_CERTIFICATE, established=False)`.
 
+4. Records of an established connection are taken over from mbedtls (`export_keys`): keys
+   exported from mbedtls, AES-GCM through `cryptography`, our own anti-replay window, alerts
+   and close_notify (`recordlayer.py`, `keyexport.py`). The switch happens at the client's
+   first record (mbedtls' saved context) or, if the client has not sent one, at our first
+   `send()` (the session's master secret, accepted only if it reproduces the record mbedtls
+   just encrypted). mbedtls' ~100 KB of per-connection state is freed then. Should the client
+   retransmit its last flight afterwards, our last flight is resent as mbedtls would.
+
 A ClientHello with a new random from an address that already has a connection goes through the
 lobby too; the old connection is replaced (`ConnectionClosed(..., REPLACED)`) only when the new
 cookie verifies, so a spoofed hello cannot kill a session. Malformed input is dropped and
@@ -59,7 +67,14 @@ from sengd.tunnel.clienthello import (
     is_client_hello,
     parse_client_hello,
 )
-from sengd.tunnel.keyexport import KeyExportError, derive_keys, parse_context
+from sengd.tunnel.keyexport import SUITES as KEY_SUITES
+from sengd.tunnel.keyexport import (
+    ExportedSession,
+    KeyExportError,
+    derive_keys,
+    parse_context,
+    session_reader,
+)
 from sengd.tunnel.recordlayer import (
     ALERT_CLOSE_NOTIFY,
     ALERT_FATAL,
@@ -71,6 +86,7 @@ from sengd.tunnel.recordlayer import (
 )
 from sengd.tunnel.records import (
     CONTENT_APPLICATION_DATA,
+    CONTENT_HANDSHAKE,
     HEADER_LEN,
     RecordError,
     iter_records,
@@ -318,9 +334,13 @@ class _Connection:
         "client_random",
         "deadline",
         "established",
+        "export_tried",
+        "final_flight",
         "host",
+        "peer_spoke",
         "records",
         "rto",
+        "server_random",
         "slot",
         "wake_at",
     )
@@ -339,6 +359,13 @@ class _Connection:
         """mbedtls' state until the records are taken over; None afterwards."""
         self.records: RecordLayer | None = None
         """Our own record protection once the keys were exported."""
+        self.server_random = b""
+        self.final_flight: tuple[bytes, ...] = ()
+        """The datagrams that completed our side of the handshake (resent on a retransmitted
+        client flight once mbedtls' state is gone)."""
+        self.peer_spoke = False
+        """The client sent a record after the handshake (so it has our Finished)."""
+        self.export_tried = False
         self.slot = slot
         self.client_random = client_random
         self.deadline = deadline
@@ -565,6 +592,8 @@ class DtlsListener:
             record = buf.peek_outgoing(pending)
             buf.consume_outgoing(pending)
             self._out.append((record, addr))
+            if self.export_keys and not conn.export_tried and not conn.peer_spoke:
+                self._take_over_on_send(conn, buf, record, plaintext)
         else:
             self._flush(conn)
 
@@ -670,8 +699,15 @@ class DtlsListener:
         self._conns[addr] = conn
         self._pending += 1
         self._pending_by_host[conn.host] = self._pending_by_host.get(conn.host, 0) + 1
-        self._flush(conn)
+        self._flush_server_hello(conn)
         self._schedule(conn, now + conn.rto)
+
+    def _flush_server_hello(self, conn: _Connection) -> None:
+        """Flush the flight that starts with the ServerHello and remember the server random."""
+        first = len(self._out)
+        self._flush(conn)
+        if first < len(self._out):
+            conn.server_random = _server_random(self._out[first][0])
 
     def _limit_reached(self, host: str, old: _Connection | None) -> DropReason | None:
         replaced_pending = old is not None and not old.established
@@ -740,8 +776,10 @@ class DtlsListener:
             )
             self._fail(conn, reason)
             return produced
+        first = len(self._out)
         produced = self._flush(conn)
         if buf._handshake_state is _HANDSHAKE_OVER:
+            conn.final_flight = tuple(datagram for datagram, _ in self._out[first:])
             self._complete(conn)
         return produced
 
@@ -806,7 +844,12 @@ class DtlsListener:
             self.drops[DropReason.DISCARDED] += 1
         if buf._input_buffer:
             buf._input_buffer.clear()  # type: ignore[attr-defined]
-        if got and self.export_keys and self._conns.get(addr) is conn:
+        if got:
+            self._peer_spoke(conn, buf)
+
+    def _peer_spoke(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer) -> None:
+        conn.peer_spoke = True
+        if self.export_keys and self._conns.get(conn.addr) is conn:
             self._take_over(conn, buf)
 
     def _take_over(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer) -> None:
@@ -837,8 +880,65 @@ class DtlsListener:
         conn.buf = None
         self.exported += 1
 
+    def _take_over_on_send(
+        self,
+        conn: _Connection,
+        buf: mbedtls_tls.TLSWrappedBuffer,
+        record: bytes,
+        plaintext: bytes,
+    ) -> None:
+        """Take the records of `conn` over from mbedtls when the client has not sent any.
+
+        mbedtls cannot save such a context (it keeps its handshake state until the client's
+        first record, which on tunnel #2 never comes), so the master secret is read through
+        `SessionReader`, and the keys derived from it are accepted only if they decrypt
+        `record`, which mbedtls just encrypted from `plaintext`. Should the client not have
+        received our Finished, `final_flight` is resent when its flight is retransmitted.
+        """
+        conn.export_tried = True
+        reader = session_reader()
+        if reader is None or not conn.server_random or record[3:5] != b"\x00\x01":
+            return
+        try:
+            suite_id, master = reader.master_secret(buf, conn.slot.context)
+            suite = KEY_SUITES.get(suite_id)
+            if suite is None:
+                raise KeyExportError(f"cipher suite 0x{suite_id:04x} not handled")
+            session = ExportedSession(
+                suite=suite,
+                master_secret=master,
+                server_random=conn.server_random,
+                client_random=conn.client_random,
+                epoch=1,
+                out_seq=int.from_bytes(record[5:11], "big") + 1,
+                in_top=0,  # the client's Finished, its only record so far
+                in_window=1,
+            )
+            keys = derive_keys(session)
+            check = RecordLayer(
+                read_key=keys.server_key,
+                read_salt=keys.server_salt,
+                write_key=keys.client_key,
+                write_salt=keys.client_salt,
+                epoch=1,
+            )
+            if check.open(record) != (CONTENT_APPLICATION_DATA, plaintext):
+                raise KeyExportError("derived keys do not reproduce mbedtls' record")
+        except (KeyExportError, RecordRejected) as exc:
+            self.export_failures += 1
+            _log.warning("records stay with mbedtls for %s:%s: %s", *conn.addr, exc)
+            return
+        conn.records = RecordLayer.server(session, keys)
+        conn.buf = None
+        self.exported += 1
+
     def _read_records(self, conn: _Connection, records: RecordLayer, data: bytes) -> None:
         """Every record of one datagram on a connection whose records we protect ourselves."""
+        if data[0] == CONTENT_HANDSHAKE and data[3:5] == b"\x00\x00" and not conn.peer_spoke:
+            # The client retransmits its last flight: our Finished was lost. mbedtls would
+            # resend its last flight; its state is gone, so we resend the same bytes.
+            self._out.extend((datagram, conn.addr) for datagram in conn.final_flight)
+            return
         try:
             views = list(iter_records(data))
         except RecordError:
@@ -851,6 +951,7 @@ class DtlsListener:
             except RecordRejected:
                 continue  # dropped silently, like mbedtls (RFC 6347 §4.1.2.7)
             got = True
+            conn.peer_spoke = True
             if kind == CONTENT_APPLICATION_DATA:
                 if plaintext:
                     self._events.append(ApplicationData(conn.addr, plaintext))
@@ -934,6 +1035,14 @@ class DtlsListener:
             self._pending_by_host[host] = left
         else:
             self._pending_by_host.pop(host, None)
+
+
+def _server_random(datagram: bytes) -> bytes:
+    """The random of the ServerHello that starts `datagram`, or b"" if it does not."""
+    # record header (13), handshake header (12), server_version (2), random (32)
+    if len(datagram) >= 59 and datagram[0] == CONTENT_HANDSHAKE and datagram[13] == 2:
+        return datagram[27:59]
+    return b""
 
 
 def _suite_name(buf: mbedtls_tls.TLSWrappedBuffer) -> str:

@@ -13,7 +13,10 @@ written for (Mbed TLS 2.28.x with the options of the python-mbedtls 2.10 wheel) 
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, hmac
 
@@ -166,3 +169,104 @@ def derive_keys(session: ExportedSession) -> TrafficKeys:
         client_salt=block[2 * n : 2 * n + SALT_LEN],
         server_salt=block[2 * n + SALT_LEN :],
     )
+
+
+# -- the session of a connection that never sent a record ----------------------------------------
+#
+# `mbedtls_ssl_context_save()` refuses to run until mbedtls has freed its handshake state, and
+# mbedtls frees it only when the client's first record of the new epoch arrives. On tunnel #2 the
+# client never sends one, so there the master secret is read through two other public functions
+# of the same library: `mbedtls_ssl_get_session_pointer()` and `mbedtls_ssl_session_save()`. They
+# need the address of the `mbedtls_ssl_context` inside python-mbedtls' buffer object, which is
+# checked against the context's `mbedtls_ssl_config` pointer and the negotiated version before
+# use; and the caller verifies the derived keys on a record mbedtls itself encrypted before it
+# relies on them.
+
+_SESSION_HEADER = bytes.fromhex("021c00ff")
+"""Bytes 0-1 and 3-4 of `mbedtls_ssl_session_save()` output from Mbed TLS 2.28.x."""
+_BUFFER_BASICSIZE = 568
+_CONTEXT_OFFSET = 16  # PyObject header; then python-mbedtls' `_context` object reference
+_SSL_OFFSET = 24  # the embedded mbedtls_ssl_context, whose first field is `conf`
+_CONFIG_HOLDER_OFFSET = 16  # in the context object: the object embedding mbedtls_ssl_config
+_CONFIG_IN_HOLDER = 32  # where in that object the mbedtls_ssl_config starts
+
+
+class SessionReader:
+    """Master secret of an established python-mbedtls buffer via Mbed TLS' C API (ctypes).
+
+    `load()` returns None if the bundled library or the buffer layout is not the one this was
+    written for (python-mbedtls 2.10 wheels with Mbed TLS 2.28).
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._pointer = lib.mbedtls_ssl_get_session_pointer
+        self._pointer.restype = ctypes.c_void_p
+        self._pointer.argtypes = [ctypes.c_void_p]
+        self._save = lib.mbedtls_ssl_session_save
+        self._save.restype = ctypes.c_int
+        self._save.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.POINTER(ctypes.c_size_t),
+        ]
+        self._version = lib.mbedtls_ssl_get_version
+        self._version.restype = ctypes.c_char_p
+        self._version.argtypes = [ctypes.c_void_p]
+
+    @classmethod
+    def load(cls) -> SessionReader | None:
+        """The reader for the Mbed TLS bundled with python-mbedtls, or None."""
+        from mbedtls import _tls, version
+
+        if tuple(version.version_info[:2]) != (2, 28):
+            return None
+        if getattr(_tls.MbedTLSBuffer, "__basicsize__", 0) != _BUFFER_BASICSIZE:
+            return None
+        libs = Path(_tls.__file__).resolve().parent.parent / "python_mbedtls.libs"
+        candidates = sorted(libs.glob("libmbedtls-*.so*"))
+        if len(candidates) != 1:
+            return None
+        try:
+            return cls(ctypes.CDLL(str(candidates[0])))
+        except (OSError, AttributeError):
+            return None
+
+    def master_secret(self, buffer: object, context: object) -> tuple[int, bytes]:
+        """(cipher suite id, master secret) of `buffer`, an established buffer of `context`.
+
+        Raises KeyExportError if the object layout does not check out.
+        """
+        if type(buffer).__basicsize__ != _BUFFER_BASICSIZE:
+            raise KeyExportError("unexpected python-mbedtls buffer layout")
+        base = id(buffer)
+        if ctypes.c_void_p.from_address(base + _CONTEXT_OFFSET).value != id(context):
+            raise KeyExportError("buffer does not reference its context where expected")
+        holder = ctypes.c_void_p.from_address(id(context) + _CONFIG_HOLDER_OFFSET).value
+        conf = ctypes.c_void_p.from_address(base + _SSL_OFFSET).value
+        if not holder or conf != holder + _CONFIG_IN_HOLDER:
+            raise KeyExportError("buffer's ssl context does not point to the configuration")
+        ssl = base + _SSL_OFFSET
+        if self._version(ssl) != b"DTLSv1.2":
+            raise KeyExportError("connection is not DTLS 1.2")
+        session = self._pointer(ssl)
+        if not session:
+            raise KeyExportError("no session")
+        size = ctypes.c_size_t(0)
+        self._save(session, None, 0, ctypes.byref(size))  # asks for the length
+        if not 97 <= size.value <= 1 << 16:
+            raise KeyExportError(f"session of {size.value} bytes")
+        out = ctypes.create_string_buffer(size.value)
+        if self._save(session, out, size.value, ctypes.byref(size)) != 0:
+            raise KeyExportError("mbedtls_ssl_session_save failed")
+        blob = out.raw[: size.value]
+        if blob[0:2] + blob[3:5] != _SESSION_HEADER:
+            raise KeyExportError(f"unsupported saved-session header {blob[:5].hex()}")
+        # Header (5), start time (8), suite (2), compression (1), id length (1), id (32).
+        return int.from_bytes(blob[13:15], "big"), blob[49:97]
+
+
+@functools.cache
+def session_reader() -> SessionReader | None:
+    """The process-wide `SessionReader`, loaded on first use (None if unsupported)."""
+    return SessionReader.load()

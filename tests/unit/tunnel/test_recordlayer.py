@@ -428,3 +428,62 @@ def test_replay_window_matches_a_reference_model(order: list[int]) -> None:
         if accepted:
             seen.add(seq)
             top = max(top, seq)
+
+
+# -- take-over when the client never sends (tunnel #2) ----------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ecdsa", "rsa"])
+def test_take_over_on_the_first_send_when_the_client_is_silent(kind: str) -> None:
+    link = connected(kind, first=False)
+    payloads = [b"p%d" % index for index in range(5)]
+    for payload in payloads:
+        link.listener.send(ADDR, payload)
+    assert link.listener.exported == 1 and link.listener.export_failures == 0
+    conn = link.listener._conns[ADDR]
+    assert conn.buf is None and conn.records is not None
+    link.pump()
+    assert link.client.records() == payloads
+    # The client may still speak afterwards: its records are accepted, replays are not.
+    (record,) = client_records(link, b"late")
+    deliver(link, record, record)
+    assert app_data(link) == [b"late"]
+
+
+def test_keys_that_do_not_reproduce_mbedtls_record_are_not_used() -> None:
+    link = connected(first=False)
+    conn = link.listener._conns[ADDR]
+    conn.server_random = bytes(32)  # a wrong random derives wrong keys
+    link.listener.send(ADDR, b"one")
+    assert link.listener.exported == 0 and link.listener.export_failures == 1
+    assert conn.records is None and conn.buf is not None
+    link.listener.send(ADDR, b"two")
+    link.pump()
+    assert link.client.records() == [b"one", b"two"]
+    link.client.send(b"first")  # the saved-context route still works afterwards
+    link.pump()
+    assert app_data(link) == [b"first"] and link.listener.exported == 1
+
+
+def test_lost_final_flight_is_resent_after_the_take_over() -> None:
+    listener = DtlsListener([server_credential("ecdsa")])
+    client = DtlsClient(client_identity("ecdsa"), pinned_server_cert=None)
+    dropped: list[bytes] = []
+
+    def lose_final_flight(_index: int, datagram: bytes) -> bool:
+        # Drop the server's CCS + Finished the first time (the only datagram with a CCS).
+        if datagram[0] == 20 and not dropped:
+            dropped.append(datagram)
+            return False
+        return True
+
+    link = Link(listener, client, ADDR, to_client=lose_final_flight)
+    client.start()
+    link.run(until=lambda: listener.is_established(ADDR), timeout=5)
+    assert dropped and not client.established
+    listener.send(ADDR, b"early")  # the take-over happens while the client still waits
+    assert listener.exported == 1
+    link.run(until=lambda: client.established, timeout=5)  # its retransmission gets an answer
+    listener.send(ADDR, b"after")
+    link.pump()
+    assert b"after" in client.records()
