@@ -1,9 +1,12 @@
 """`sengadm attest`: check what an enclave presented, offline, with the gateway's verifier.
 
-    sengadm attest inspect FILE [--at TIME] [--ias-root PEM] [--json]
+    sengadm attest inspect FILE [--at TIME] [--ias-root PEM] [--collateral DIR] [--json]
+    sengadm attest inspect --quote F --collateral DIR [--at TIME] [--sgx-root PEM] [--json]
     sengadm attest verify-report --report F --signature F --signing-cert F [--at TIME] ...
 
-Exit status: 0 valid, 1 rejected (the reason code says why), 2 usage or I/O error.
+FILE is an RA-TLS client certificate: SENG's EPID form, or DCAP in the Gramine or sgx-ra-tls
+form. `--quote` takes a raw DCAP quote v3 (binary, or hex / base64 text) and its collateral
+directory. Exit status: 0 valid, 1 rejected (the reason code says why), 2 usage or I/O error.
 """
 
 from __future__ import annotations
@@ -25,9 +28,21 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sengadm import exitcodes
 from sengd.attestation import AttestationError, Evidence, TrustConfig, TrustConfigError
 from sengd.attestation.b64 import strict_b64decode
-from sengd.attestation.evidence import verify_certificate
+from sengd.attestation.collateral import (
+    EMPTY,
+    Collateral,
+    CollateralStore,
+    collateral_dirs,
+    read_collateral_dir,
+    verify_raw,
+)
+from sengd.attestation.dcap import verify_quote
+from sengd.attestation.dcap_quote import DcapQuote, parse_dcap_quote
+from sengd.attestation.dcap_ratls import extract_dcap_payload, has_dcap_evidence
+from sengd.attestation.evidence import StaticResult, dcap_evidence, verify_certificate
 from sengd.attestation.ias import IasReport, check_report_time, verify_report_static
 from sengd.attestation.quote import Quote
+from sengd.attestation.trust import SgxRootAnchor, load_sgx_roots
 
 DEFAULT_IAS_ROOT = Path("/etc/seng/ias_report_signing_ca.pem")
 """Used when `--ias-root` is not given (the daemon's config will name the file later)."""
@@ -50,14 +65,45 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     inspect = commands.add_parser(
         "inspect",
-        help="verify an RA-TLS client certificate (PEM or DER) and print its evidence",
-        description="Verify a SENG RA-TLS client certificate and print the evidence and the "
-        "verdict. A PEM file with several certificates is treated as the chain a client sent "
-        "(and refused: clients send only their leaf).",
+        help="verify an RA-TLS client certificate (EPID or DCAP) or a raw DCAP quote",
+        description="Verify an RA-TLS client certificate (SENG EPID, or DCAP in the Gramine or "
+        "sgx-ra-tls form) or a raw DCAP quote with its collateral, and print the evidence "
+        "(measurements, TCB status, advisory ids) and the verdict. A PEM file with several "
+        "certificates is treated as the chain a client sent (and refused: clients send only "
+        "their leaf).",
     )
-    inspect.add_argument("file", metavar="FILE", help="certificate file (PEM or DER), - for stdin")
+    inspect.add_argument(
+        "file", metavar="FILE", nargs="?", help="certificate file (PEM or DER), - for stdin"
+    )
+    inspect.add_argument(
+        "--quote",
+        metavar="F",
+        help="a raw DCAP quote v3 (binary, hex or base64) instead of a certificate",
+    )
+    inspect.add_argument(
+        "--collateral",
+        metavar="DIR",
+        help="DCAP collateral directory (PCS responses as files: tcb_info.signed.json, "
+        "qe_identity.signed.json, CRLs and issuer chains; subdirectories too)",
+    )
+    inspect.add_argument(
+        "--sgx-root",
+        metavar="PEM",
+        help="Intel SGX Root CA certificate(s) to pin for DCAP (by key); default: the one "
+        "shipped with seng-gateway",
+    )
+    inspect.add_argument(
+        "--allow-missing-crls",
+        action="store_true",
+        help="DCAP: accept when no Root CA / PCK CRL is available (legacy evidence only)",
+    )
+    inspect.add_argument(
+        "--allow-missing-qe-identity",
+        action="store_true",
+        help="DCAP: accept when no QE identity is available (2019-era evidence only)",
+    )
     _common(inspect)
-    inspect.set_defaults(handler=run_inspect)
+    inspect.set_defaults(handler=run_inspect, parser=inspect)
 
     report = commands.add_parser(
         "verify-report",
@@ -125,14 +171,32 @@ def _parse_time(text: str | None) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _trust(args: argparse.Namespace) -> TrustConfig:
+def _trust(
+    args: argparse.Namespace,
+    *,
+    need_ias: bool = True,
+    sgx_roots: tuple[SgxRootAnchor, ...] = (),
+    collateral: CollateralStore | None = None,
+) -> TrustConfig:
     max_age = args.max_report_age
     if max_age is not None and not max_age > 0:
         raise UsageError("--max-report-age must be positive")
     age = None if max_age is None else timedelta(seconds=max_age)
+    dcap = {
+        "sgx_roots": sgx_roots,
+        "collateral": collateral,
+        "dcap_require_crls": not getattr(args, "allow_missing_crls", False),
+        "dcap_require_qe_identity": not getattr(args, "allow_missing_qe_identity", False),
+    }
     try:
-        if args.ias_root == "builtin":
-            return TrustConfig.builtin(ias_chain_time=args.ias_chain_time, max_report_age=age)
+        if args.ias_root == "builtin" or (
+            args.ias_root is None and not need_ias and not DEFAULT_IAS_ROOT.exists()
+        ):
+            return TrustConfig.builtin(
+                ias_chain_time=args.ias_chain_time,
+                max_report_age=age,
+                **dcap,  # type: ignore[arg-type]
+            )
         if args.ias_root is not None:
             path = Path(args.ias_root)
         elif DEFAULT_IAS_ROOT.exists():
@@ -142,9 +206,38 @@ def _trust(args: argparse.Namespace) -> TrustConfig:
                 f"no IAS trust anchor: {DEFAULT_IAS_ROOT} does not exist, so --ias-root is "
                 "required (a PEM file, or 'builtin' for Intel's production root)"
             )
-        return TrustConfig.load(path, ias_chain_time=args.ias_chain_time, max_report_age=age)
+        return TrustConfig.load(
+            path,
+            ias_chain_time=args.ias_chain_time,
+            max_report_age=age,
+            **dcap,  # type: ignore[arg-type]
+        )
     except TrustConfigError as exc:
         raise UsageError(f"--ias-root: {exc}") from None
+
+
+def _sgx_roots(args: argparse.Namespace) -> tuple[SgxRootAnchor, ...]:
+    value = getattr(args, "sgx_root", None)
+    try:
+        return load_sgx_roots(None if value in (None, "builtin") else Path(value))
+    except TrustConfigError as exc:
+        raise UsageError(f"--sgx-root: {exc}") from None
+
+
+def _collateral(args: argparse.Namespace, roots: tuple[SgxRootAnchor, ...]) -> Collateral:
+    """The collateral directory's items, verified; a bad item is a rejection (AttestationError)."""
+    if args.collateral is None:
+        return EMPTY
+    out = EMPTY
+    try:
+        folders = collateral_dirs(args.collateral)
+        raws = [read_collateral_dir(folder) for folder in folders]
+    except OSError as exc:
+        raise UsageError(f"--collateral: {exc}") from None
+    for raw in raws:
+        if not raw.is_empty():
+            out = out + verify_raw(raw, roots)
+    return out
 
 
 def _read(path: str | Path) -> bytes:
@@ -172,8 +265,12 @@ def _pem_certificates(data: bytes, source: str) -> list[bytes]:
 
 
 def _certificates(data: bytes, source: str) -> list[bytes]:
-    """PEM (every certificate in it) or DER (judged by the verifier, not here)."""
-    if b"-----BEGIN" in data or data.lstrip().startswith(b"-----BEGIN%20"):
+    """PEM (every certificate in it) or DER (judged by the verifier, not here).
+
+    A DER certificate can contain PEM text (sgx-ra-tls certificates carry their PCK certificate
+    as PEM), so only a file that starts with a PEM header is read as PEM.
+    """
+    if data.lstrip().startswith(b"-----BEGIN"):
         return _pem_certificates(data, source)
     return [data]
 
@@ -229,8 +326,12 @@ def _report_json(report: IasReport) -> dict[str, Any]:
     }
 
 
-def _verdict(error: AttestationError | None, trust: TrustConfig, now: datetime) -> dict[str, Any]:
-    return {
+def _verdict(
+    error: AttestationError | None,
+    trust: TrustConfig,
+    now: datetime,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "verdict": "valid" if error is None else "rejected",
         "reason": None if error is None else error.reason.value,
         "message": None if error is None else error.message,
@@ -245,6 +346,16 @@ def _verdict(error: AttestationError | None, trust: TrustConfig, now: datetime) 
             for a in trust.ias_anchors
         ],
     }
+    if trust.sgx_roots:
+        doc["sgx_roots"] = [
+            {
+                "source": r.source,
+                "key_sha256": _hex(r.key_sha256),
+                "subject": r.certificate.subject.rfc4514_string(),
+            }
+            for r in trust.sgx_roots
+        ]
+    return doc
 
 
 def _print_human(
@@ -257,6 +368,8 @@ def _print_human(
     print(f"checked at: {doc['checked_at']} (IAS chain at: {doc['ias_chain_time']})", file=out)
     for anchor in doc["trust_anchors"]:
         print(f"trust anchor: {anchor['subject']} sha256 {anchor['sha256']}", file=out)
+    for root in doc.get("sgx_roots", ()):
+        print(f"sgx root: {root['subject']} key sha256 {root['key_sha256']}", file=out)
     if details is None:
         return
     print(f"{label}:", file=out)
@@ -282,11 +395,13 @@ def _emit(
     key: str,
     details: dict[str, Any] | None,
     time_only: bool,
+    extra: dict[str, Any] | None = None,
 ) -> int:
     doc = _verdict(error, trust, now)
     doc[key] = details
     # A rejection by a time check still leaves everything else verified: say exactly that.
     doc["verified_except_time"] = error is not None and time_only
+    doc.update(extra or {})
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -295,32 +410,125 @@ def _emit(
         if doc["verified_except_time"]:
             label += " (every check passed except the time checks above)"
         _print_human(doc, details if error is None or time_only else None, label, sys.stdout)
+        unverified = (extra or {}).get("quote")
+        if error is not None and unverified is not None:
+            print("quote (as presented, NOT verified):", file=sys.stdout)
+            _print_tree(unverified, "  ", sys.stdout)
     return exitcodes.OK if error is None else exitcodes.REFUSED
 
 
-def run_inspect(args: argparse.Namespace) -> int:
-    """`sengadm attest inspect`."""
+def _dcap_quote_json(quote: DcapQuote) -> dict[str, Any]:
+    report = quote.report
+    return {
+        "version": quote.version,
+        "cert_data_type": quote.cert_data_type,
+        "qe_svn": quote.qe_svn,
+        "pce_svn": quote.pce_svn,
+        "mr_enclave": _hex(report.mr_enclave),
+        "mr_signer": _hex(report.mr_signer),
+        "isv_prod_id": report.isv_prod_id,
+        "isv_svn": report.isv_svn,
+        "flags": f"0x{report.flags:x}",
+        "debug": report.debug,
+        "report_data": _hex(report.report_data),
+        "qe_mr_signer": _hex(quote.qe_report.mr_signer),
+        "qe_isv_svn": quote.qe_report.isv_svn,
+        "sha256": _hex(quote.sha256),
+    }
+
+
+def _presented_quote(data: bytes) -> dict[str, Any] | None:
     try:
-        now = _parse_time(args.at)
-        trust = _trust(args)
-        chain = _certificates(_read(args.file), str(args.file))
-    except UsageError as exc:
-        print(f"sengadm attest inspect: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
+        return _dcap_quote_json(parse_dcap_quote(data))
+    except AttestationError:
+        return None
+
+
+def _quote_bytes(data: bytes) -> bytes:
+    """A quote file: binary, or hex / base64 text of it."""
+    text = data.strip()
+    if text and len(text) % 2 == 0 and all(chr(c) in string.hexdigits for c in text):
+        return binascii.unhexlify(text)
+    if text[:4] == b"AwAC":  # base64 of a version-3 ECDSA quote's first bytes
+        try:
+            return strict_b64decode(text)
+        except ValueError:
+            pass
+    return data
+
+
+def _is_dcap_cert(chain: list[bytes]) -> bool:
+    if len(chain) != 1:
+        return False
+    try:
+        return has_dcap_evidence(x509.load_der_x509_certificate(chain[0]))
+    except (ValueError, x509.InvalidVersion):
+        return False
+
+
+def _cert_quote(chain: list[bytes]) -> dict[str, Any] | None:
+    try:
+        payload = extract_dcap_payload(x509.load_der_x509_certificate(chain[0]))
+    except (ValueError, x509.InvalidVersion, AttestationError):
+        return None
+    return _presented_quote(payload.quote)
+
+
+def _inspect_certificate(args: argparse.Namespace, now: datetime) -> int:
+    chain = _certificates(_read(args.file), str(args.file))
+    dcap = _is_dcap_cert(chain)
+    roots = _sgx_roots(args)
+    store = CollateralStore(roots) if args.collateral is not None else None
+    trust = _trust(args, need_ias=not dcap, sgx_roots=roots, collateral=store)
     evidence: Evidence | None = None
     error: AttestationError | None = None
     time_only = False
     try:
+        if store is not None:
+            store.add(_collateral(args, roots))
         evidence = verify_certificate(chain, trust, now)
     except AttestationError as exc:
         error = exc
         # verify_certificate caches results that passed every check but the time checks.
         if len(chain) == 1:
             cached = trust.cert_cache.get(hashlib.sha256(chain[0]).digest())
-            if cached is not None:
+            if isinstance(cached, StaticResult):
                 evidence, time_only = cached.evidence, True
     details = None if evidence is None else evidence.to_json()
-    return _emit(args, error, trust, now, "evidence", details, time_only)
+    extra = {"quote": _cert_quote(chain)} if dcap else None
+    return _emit(args, error, trust, now, "evidence", details, time_only, extra)
+
+
+def _inspect_quote(args: argparse.Namespace, now: datetime) -> int:
+    if args.collateral is None:
+        raise UsageError("--quote needs --collateral DIR")
+    data = _quote_bytes(_read(args.quote))
+    roots = _sgx_roots(args)
+    trust = _trust(args, need_ias=False, sgx_roots=roots)
+    error: AttestationError | None = None
+    details = None
+    try:
+        verdict = verify_quote(data, _collateral(args, roots), trust, now)
+        details = dcap_evidence(verdict, "quote", sources=(str(args.collateral),)).to_json()
+    except AttestationError as exc:
+        error = exc
+    return _emit(
+        args, error, trust, now, "evidence", details, False, {"quote": _presented_quote(data)}
+    )
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """`sengadm attest inspect`."""
+    if (args.file is None) == (args.quote is None):
+        args.parser.error("give exactly one of FILE or --quote F")
+    try:
+        now = _parse_time(args.at)
+        if args.quote is not None:
+            return _inspect_quote(args, now)
+        return _inspect_certificate(args, now)
+    except UsageError as exc:
+        print(f"sengadm attest inspect: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
 
 
 def run_verify_report(args: argparse.Namespace) -> int:

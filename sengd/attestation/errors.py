@@ -38,6 +38,27 @@ class Reason(StrEnum):
     # Binding and enclave properties
     KEY_BINDING_MISMATCH = "key-binding-mismatch"
     DEBUG_ENCLAVE = "debug-enclave"
+    # DCAP (ECDSA) quotes, their PCK certificate chain and their collateral
+    DCAP_QUOTE_MALFORMED = "dcap-quote-malformed"
+    DCAP_QUOTE_UNSUPPORTED = "dcap-quote-unsupported"
+    PCK_CHAIN_UNTRUSTED = "pck-chain-untrusted"
+    PCK_CHAIN_EXPIRED = "pck-chain-expired"
+    PCK_CHAIN_NOT_YET_VALID = "pck-chain-not-yet-valid"
+    PCK_CERT_MALFORMED = "pck-cert-malformed"
+    PCK_REVOKED = "pck-revoked"
+    QE_REPORT_SIGNATURE_INVALID = "qe-report-signature-invalid"
+    QE_REPORT_DATA_MISMATCH = "qe-report-data-mismatch"
+    QUOTE_SIGNATURE_INVALID = "quote-signature-invalid"
+    QE_IDENTITY_MISMATCH = "qe-identity-mismatch"
+    COLLATERAL_MISSING = "collateral-missing"
+    COLLATERAL_MALFORMED = "collateral-malformed"
+    COLLATERAL_CHAIN_UNTRUSTED = "collateral-chain-untrusted"
+    COLLATERAL_SIGNATURE_INVALID = "collateral-signature-invalid"
+    COLLATERAL_EXPIRED = "collateral-expired"
+    COLLATERAL_NOT_YET_VALID = "collateral-not-yet-valid"
+    TCB_INFO_MISMATCH = "tcb-info-mismatch"
+    TCB_LEVEL_NOT_FOUND = "tcb-level-not-found"
+    TCB_REVOKED = "tcb-revoked"
 
 
 class AttestationError(Exception):
