@@ -27,7 +27,8 @@ HISTORY = 120
 """Throughput samples kept for the sparkline (one per `stats` event: a second each)."""
 LOG_SIZE = 1000
 """Events kept in the log."""
-RATE_WINDOW = timedelta(seconds=60)
+RATE_WINDOW = 60
+"""`stats` samples (one a second, counted by the daemon's clock) per-minute figures span."""
 ENDED_KEPT = 1024
 
 
@@ -90,7 +91,7 @@ class GatewayState:
         self.stats: dict[str, Any] = {}
         self.rx_history: deque[float] = deque(maxlen=HISTORY)
         self.tx_history: deque[float] = deque(maxlen=HISTORY)
-        self._counters: deque[tuple[datetime, int, int]] = deque()
+        self._counters: deque[tuple[int, int]] = deque(maxlen=RATE_WINDOW + 1)
         self.stats_version = 0
         self.sessions: dict[str, dict[str, Any]] = {}
         self.sessions_version = 0
@@ -126,7 +127,7 @@ class GatewayState:
         self.link_version += 1
         self._ended_ids.clear()
         self._counters.clear()
-        self._log("link", "connected", "", "", f"connected to gateway {hello.get('gateway', '?')}")
+        self._log("link", "sengd", "", "", f"connected to gateway {hello.get('gateway', '?')}")
 
     def link_down(self, reason: str, retry_in: float, attempt: int, fatal: bool = False) -> None:
         """Not connected; retrying in `retry_in` seconds (unless `fatal`)."""
@@ -139,7 +140,7 @@ class GatewayState:
         )
         self.link_version += 1
         if was_connected or fatal:
-            self._log("link", "disconnected", "", "", reason)
+            self._log("link", "sengd", "", "", f"disconnected: {reason}")
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -252,7 +253,7 @@ class GatewayState:
         return {"log", "admin"}
 
     def _on_dropped(self, params: dict[str, Any]) -> set[str]:
-        self._log("link", "dropped", "", "", str(params.get("reason", "")))
+        self._log("link", "sengd", "", "", f"events dropped: {params.get('reason', '')}")
         return {"log"}
 
     _handlers: ClassVar[dict[str, Callable[[GatewayState, dict[str, Any]], set[str]]]] = {
@@ -270,12 +271,9 @@ class GatewayState:
         self.tx_history.append(float(params.get("tx_bytes_per_s", 0) or 0))
         counts = params.get("handshakes")
         if isinstance(counts, dict):
-            now = self.clock()
             handshakes = _sum_prefixed(counts, ("admitted", "paired", "denied:", "failed:"))
             denials = _sum_prefixed(counts, ("denied:",))
-            self._counters.append((now, handshakes, denials))
-            while len(self._counters) > 2 and now - self._counters[1][0] >= RATE_WINDOW:
-                self._counters.popleft()
+            self._counters.append((handshakes, denials))
         self.stats_version += 1
 
     def _next_seq(self) -> int:
@@ -324,16 +322,13 @@ class GatewayState:
         return float(base) + (self.clock() - self.status_at).total_seconds()
 
     def _per_minute(self, denials: bool) -> float | None:
+        # The daemon sends `stats` once a second: the samples count its seconds, whatever
+        # delays their delivery. Less than a minute of samples: what happened so far.
         if len(self._counters) < 2:
             return None
         first, last = self._counters[0], self._counters[-1]
-        span = (last[0] - first[0]).total_seconds()
-        if span <= 0:
-            return None
-        count = last[2] - first[2] if denials else last[1] - first[1]
-        delta = float(max(count, 0))
-        # A full minute of samples: scaled to exactly 60 s; less: what happened so far.
-        return delta * 60.0 / span if span >= 60 else delta
+        count = last[1] - first[1] if denials else last[0] - first[0]
+        return float(max(count, 0))
 
     def handshakes_per_minute(self) -> float | None:
         """Handshakes (admitted, paired, denied or failed) in the last minute (None: not known

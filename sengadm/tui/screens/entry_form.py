@@ -110,8 +110,8 @@ class EntryFormScreen(ModalScreen[bool]):
                     yield Checkbox("enabled", enabled, id="enabled", compact=True)
             yield Static(id="form-error")
             with Horizontal(classes="buttons"):
-                yield Button("Save (ctrl+s)", id="save", variant="primary")
-                yield Button("Cancel (esc)", id="cancel")
+                yield Button("Save (ctrl+s)", id="save", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         state = dashboard(self).state

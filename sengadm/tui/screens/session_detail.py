@@ -29,10 +29,16 @@ def evidence_rows(session: dict[str, Any], now: datetime) -> list[tuple[str, str
     report_age = duration((now - report_at).total_seconds()) if report_at is not None else "?"
     drops = session.get("drops") or {}
     rows = [
-        ("enclave IP", f"{session.get('enclave_ip')}  in {session.get('subnet', '?')}"),
-        ("state", str(session.get("state", "?"))),
-        ("app", f"{session.get('app') or '-'}  (entry {session.get('entry_id', '-')})"),
-        ("categories", ", ".join(session.get("categories") or ()) or "-"),
+        (
+            "enclave IP",
+            f"{session.get('enclave_ip')} in {session.get('subnet', '?')}, "
+            f"{session.get('state', '?')}",
+        ),
+        (
+            "app",
+            f"{session.get('app') or '-'} (entry {session.get('entry_id', '-')}), categories "
+            f"{', '.join(session.get('categories') or ()) or '-'}",
+        ),
         ("host", f"{session.get('host')}:{session.get('host_port')}"),
         (
             "since",
@@ -41,26 +47,32 @@ def evidence_rows(session: dict[str, Any], now: datetime) -> list[tuple[str, str
         (
             "rx",
             f"{human_bytes(session.get('rx_bytes', 0))} in {session.get('rx_packets', 0)} "
-            f"packets, {human_rate(session.get('rx_bytes_per_s', 0))}",
+            f"packets, {human_rate(session.get('rx_bytes_per_s', 0))} (enclave to gateway)",
         ),
         (
             "tx",
             f"{human_bytes(session.get('tx_bytes', 0))} in {session.get('tx_packets', 0)} "
-            f"packets, {human_rate(session.get('tx_bytes_per_s', 0))}",
+            f"packets, {human_rate(session.get('tx_bytes_per_s', 0))} (gateway to enclave)",
         ),
         ("drops", ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"),
-        ("scheme", str(session.get("scheme", "?"))),
+        (
+            "evidence",
+            f"{session.get('scheme', '?')}, key {session.get('key_type', '?')}, debug "
+            f"{_yes_no(session.get('debug'))}",
+        ),
         ("MRENCLAVE", str(session.get("mr_enclave", "?"))),
         ("MRSIGNER", str(session.get("mr_signer", "?"))),
-        ("product id", str(session.get("isv_prod_id", "?"))),
-        ("SVN", str(session.get("isv_svn", "?"))),
-        ("debug", _yes_no(session.get("debug"))),
-        ("quote status", str(session.get("quote_status") or "-")),
-        ("TCB status", str(session.get("tcb_status") or "-")),
+        (
+            "product id",
+            f"{session.get('isv_prod_id', '?')}, SVN {session.get('isv_svn', '?')}",
+        ),
+        (
+            "status",
+            f"quote {session.get('quote_status') or '-'}, TCB {session.get('tcb_status') or '-'}",
+        ),
         ("advisories", ", ".join(session.get("advisory_ids") or ()) or "none"),
         ("report", f"{session.get('report_id') or '-'}"),
         ("report time", f"{session.get('report_timestamp', '?')} ({report_age} old)"),
-        ("key type", str(session.get("key_type", "?"))),
         ("key SHA-256", str(session.get("spki_sha256", "?"))),
     ]
     return rows
@@ -107,7 +119,7 @@ class SessionDetailScreen(ModalScreen[None]):
             title.append(" (disconnected: values as last seen)", style="yellow")
         self.query_one("#title", Static).update(title)
         grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="bold", no_wrap=True, width=12)
+        grid.add_column(style="bold", no_wrap=True, width=11)
         grid.add_column(overflow="fold")
         for label, value in evidence_rows(session, state.clock()):
             grid.add_row(label, Text(value))

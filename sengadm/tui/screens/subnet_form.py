@@ -51,8 +51,8 @@ class SubnetFormScreen(ModalScreen[bool]):
                 yield Checkbox("the default subnet", False, id="default", compact=True)
             yield Static(id="form-error")
             with Horizontal(classes="buttons"):
-                yield Button("Save (ctrl+s)", id="save", variant="primary")
-                yield Button("Cancel (esc)", id="cancel")
+                yield Button("Save (ctrl+s)", id="save", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def _network(self) -> IPv4Network | None:
         try:

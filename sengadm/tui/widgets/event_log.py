@@ -66,18 +66,21 @@ def explanation(entry: LogEntry | None) -> Table | Text:
     grid.add_column(style="bold", no_wrap=True, width=9)
     grid.add_column(overflow="fold")
     label, style = KINDS.get(entry.kind, (entry.kind, ""))
-    grid.add_row("event", Text(f"{label} at {entry.at}", style=style))
+    data: dict[str, Any] = entry.data
+    when = f"{clock_time(entry.at)} UTC"
+    if entry.kind == "denial":
+        when += f", {entry.subject}, tunnel {data.get('tunnel', '?')}"
+    elif entry.subject and entry.kind != "link":
+        when += f", {entry.subject}"
+    grid.add_row(Text(label, style=style), Text(when))
     if entry.code:
         grid.add_row("reason", Text(f"{entry.code}: {entry.words}"))
     else:
         grid.add_row("what", Text(entry.words))
-    data: dict[str, Any] = entry.data
     if entry.detail:
         grid.add_row("detail", Text(entry.detail))
     if data.get("mr_enclave"):
         grid.add_row("MRENCLAVE", Text(str(data["mr_enclave"])))
-    if entry.kind == "denial" and data.get("tunnel"):
-        grid.add_row("tunnel", Text(f"#{data['tunnel']}"))
     return grid
 
 
