@@ -20,7 +20,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-DEFAULT_DATABASE_URL = "sqlite:////var/lib/seng/seng.db"
+from sengd.store.db import DEFAULT_DATABASE_URL
+
 MAX_TUNNEL_PORT = 32766  # the clients compute P+1 in a signed 16-bit type
 KNOWN_QUOTE_STATUSES = frozenset(
     {
@@ -106,6 +107,13 @@ class AttestationSection:
     quote_statuses: tuple[str, ...] = ("OK", "GROUP_OUT_OF_DATE")
     tcb_statuses: tuple[str, ...] = ("UpToDate", "SWHardeningNeeded")
     denied_advisories: tuple[str, ...] = ()
+    collateral_dir: Path | None = None
+    pccs_url: str = ""
+    pccs_cache_dir: Path = Path("/var/lib/seng/collateral")
+    pccs_refresh: float = 3600.0
+    pccs_timeout: float = 10.0
+    pccs_verify_tls: bool = True
+    pccs_ca_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +390,21 @@ def _validate_attestation(config: Config) -> None:
                 f"{status!r} is not an acceptable TCB status "
                 f"({', '.join(sorted(KNOWN_TCB_STATUSES))})",
             )
+    _validate_pccs(config)
+
+
+def _validate_pccs(config: Config) -> None:
+    f, a = config.source, config.attestation
+    if a.pccs_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", a.pccs_url):
+        raise ConfigError(
+            f, "attestation.pccs_url", "must be an https:// (or http://) URL without query"
+        )
+    if not a.pccs_cache_dir.is_absolute():
+        raise ConfigError(f, "attestation.pccs_cache_dir", "must be an absolute path")
+    if not 60 <= a.pccs_refresh <= 7 * 86400:
+        raise ConfigError(f, "attestation.pccs_refresh", "must be 60..604800 seconds")
+    if not 1 <= a.pccs_timeout <= 300:
+        raise ConfigError(f, "attestation.pccs_timeout", "must be 1..300 seconds")
 
 
 def _validate_names(config: Config) -> None:
