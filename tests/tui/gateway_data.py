@@ -39,7 +39,7 @@ def session(
     categories: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One session as `sessions.list` shows it."""
-    base = subnet.split("/")[0].rsplit(".", 1)[0]
+    base = subnet.split("/", maxsplit=1)[0].rsplit(".", 1)[0]
     ip = f"{base}.{n + 1}" if n < 254 else f"{base}.{n % 250 + 2}"
     return {
         "id": n,

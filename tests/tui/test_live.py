@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from sengadm.aclient import Backoff
 from textual.widgets import Input
 
+from sengadm.aclient import Backoff
 from sengadm.tui.app import SengDashboard
 from sengadm.tui.screens.allowlist import AllowlistScreen
+from sengadm.tui.screens.confirm import ConfirmScreen
 from sengadm.tui.screens.entry_form import EntryFormScreen
 from sengadm.tui.screens.events import EventsScreen
 from sengadm.tui.screens.kill import KillScreen
 from sengadm.tui.screens.session_detail import SessionDetailScreen
+from sengadm.tui.screens.subnet_form import SubnetFormScreen
+from sengadm.tui.screens.subnets import SubnetsScreen
 from sengadm.tui.widgets.allowlist_table import AllowlistTable
 from sengadm.tui.widgets.event_log import EventLog
 from sengadm.tui.widgets.sessions_table import SessionsTable
@@ -171,3 +173,153 @@ def test_denial_shows_with_its_reason_and_a_new_entry_lets_the_enclave_in(
 
     asyncio.run(scenario())
     assert ("create", "root") in site.audit_actions()
+
+
+def test_daemon_restart_shows_disconnected_and_reconnects_by_itself(
+    site: Site, ias: TestIas
+) -> None:
+    site.allow("demo", MR_A)
+    site.start()
+    minted = mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A)
+
+    async def scenario() -> None:
+        app = dashboard(site)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.state.connected, what="connected")
+            await connect(site, site.emulator(minted))
+            await wait_until(pilot, lambda: table_keys(app) == ["192.168.28.2"], what="row")
+            await asyncio.to_thread(site.stop)
+            await wait_until(pilot, lambda: app.state.link.state == "disconnected", what="down")
+            await wait_until(
+                pilot,
+                lambda: "disconnected, retrying" in screen_text(app),
+                what="the header saying so",
+            )
+            assert app.screen.has_class("-stale")
+            await asyncio.to_thread(site.start)
+            await wait_until(pilot, lambda: app.state.connected, timeout=10, what="reconnected")
+            # The restarted daemon closed the old session: the table follows its new state.
+            await wait_until(pilot, lambda: table_keys(app) == [], what="old session gone")
+            assert "● connected" in screen_text(app)
+            await connect(site, site.emulator(minted))
+            await wait_until(pilot, lambda: len(table_keys(app)) == 1, what="new session")
+
+    asyncio.run(scenario())
+
+
+def test_remove_entry_confirms_with_its_sessions_and_closes_them(site: Site, ias: TestIas) -> None:
+    site.allow("demo", MR_A)
+    site.allow("other", MR_B)
+    site.start()
+    emus = [
+        site.emulator(mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=mr))
+        for mr in (MR_A, MR_A, MR_B)
+    ]
+
+    async def scenario() -> None:
+        app = dashboard(site)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.state.connected, what="connected")
+            for emu in emus:
+                await connect(site, emu)
+            await wait_until(pilot, lambda: len(app.state.sessions) == 3, what="sessions")
+            await pilot.press("3")
+            await wait_until(pilot, lambda: isinstance(app.screen, AllowlistScreen))
+            table = app.screen.query_one(AllowlistTable)
+            await wait_until(pilot, lambda: table.row_count == 2, what="entries")
+            selected = table.selected()
+            assert selected is not None and selected["name"] == "demo"
+            assert [str(c).strip() for c in table.get_row(table.keys[0])][4] == "2"
+            await pilot.press("x")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            shown = screen_text(app)
+            assert "It will close 2 live session(s)" in shown
+            demo_ips = sorted(ip for ip, s in app.state.sessions.items() if s["app"] == "demo")
+            assert all(ip in shown for ip in demo_ips)
+            await pilot.press("enter")  # the focus is on Cancel: nothing happens
+            await wait_until(pilot, lambda: isinstance(app.screen, AllowlistScreen))
+            assert app.state.entry_names() == ["demo", "other"]
+            await pilot.press("x")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_until(pilot, lambda: app.state.entry_names() == ["other"], what="gone")
+            await wait_until(
+                pilot,
+                lambda: [s["app"] for s in app.state.sessions.values()] == ["other"],
+                what="sessions of demo closed",
+            )
+            await wait_until(pilot, lambda: table.row_count == 1, what="table")
+
+    asyncio.run(scenario())
+    assert emus[0].wait_closed(5) and emus[1].wait_closed(5)
+    assert ("delete", "root") in site.audit_actions()
+
+
+def test_forms_check_input_and_show_the_daemons_refusals(site: Site, ias: TestIas) -> None:
+    site.allow("demo", MR_A)
+    site.start()
+
+    async def scenario() -> None:
+        app = dashboard(site)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: app.state.connected, what="connected")
+            await pilot.press("3", "a")
+            await wait_until(pilot, lambda: isinstance(app.screen, EntryFormScreen))
+            form = app.screen
+            values = {
+                "name": "demo",
+                "mr_enclave": MR_B.hex()[:-1] + "g",
+                "host_routes": "10.200.1.0/24=elsewhere",
+            }
+            for key, value in values.items():
+                form.query_one(f"#{key}", Input).value = value
+            await pilot.press("ctrl+s")
+            await pilot.pause(0.2)
+            shown = screen_text(app)
+            assert "an entry named 'demo' exists already" in shown
+            assert "'g' is not a hexadecimal digit" in shown
+            assert "no enclave subnet 'elsewhere' (known: default)" in shown
+            assert isinstance(app.screen, EntryFormScreen)
+            # Right by the form's checks, wrong by the daemon's: its message is shown.
+            values = {
+                "name": "second",
+                "mr_enclave": MR_B.hex(),
+                "host_routes": "10.200.1.0/24",
+                "quote_statuses": "OK, REVOKED_SOMEHOW",
+            }
+            for key, value in values.items():
+                form.query_one(f"#{key}", Input).value = value
+            await pilot.press("ctrl+s")
+            await wait_until(
+                pilot,
+                lambda: "The daemon refused: quote_statuses: REVOKED_SOMEHOW" in screen_text(app),
+                what="the daemon's refusal",
+            )
+            assert isinstance(app.screen, EntryFormScreen)
+            await pilot.press("escape")
+            # A subnet: one that overlaps is caught in the form, a good one is added.
+            await pilot.press("4", "a")
+            await wait_until(pilot, lambda: isinstance(app.screen, SubnetFormScreen))
+            subnet_form = app.screen
+            subnet_form.query_one("#cidr", Input).value = "192.168.28.128/25"
+            subnet_form.query_one("#gateway", Input).value = "10.0.0.1"
+            await pilot.press("ctrl+s")
+            await pilot.pause(0.2)
+            shown = screen_text(app)
+            assert "192.168.28.128/25 overlaps 192.168.28.0/24" in shown
+            subnet_form.query_one("#cidr", Input).value = "172.30.0.0/24"
+            subnet_form.query_one("#gateway", Input).value = "172.30.1.1"
+            await pilot.press("ctrl+s")
+            await pilot.pause(0.2)
+            assert "172.30.1.1 is outside 172.30.0.0/24" in screen_text(app)
+            subnet_form.query_one("#gateway", Input).value = "172.30.0.254"
+            subnet_form.query_one("#name", Input).value = "lab"
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: isinstance(app.screen, SubnetsScreen), what="saved")
+            await wait_until(
+                pilot, lambda: [s["name"] for s in app.state.subnets] == ["default", "lab"]
+            )
+            assert app.state.subnets[1]["gateway"] == "172.30.0.254"
+
+    asyncio.run(scenario())
+    assert site.audit_actions().count(("create", "root")) == 1  # only the subnet
