@@ -40,6 +40,28 @@ DENIALS: dict[str, str] = {
     "key-binding-mismatch": "the report belongs to another key than the certificate's "
     "(report data does not bind the key)",
     "debug-enclave": "a debug enclave, and debug enclaves are not allowed",
+    # DCAP quotes and their collateral
+    "dcap-quote-malformed": "the DCAP quote cannot be parsed",
+    "dcap-quote-unsupported": "a DCAP quote version or key type the gateway does not support",
+    "pck-chain-untrusted": "the PCK certificate chain does not lead to Intel's SGX root",
+    "pck-chain-expired": "a certificate of the PCK chain has expired",
+    "pck-chain-not-yet-valid": "a certificate of the PCK chain is not valid yet",
+    "pck-cert-malformed": "the PCK certificate or its SGX extension cannot be decoded",
+    "pck-revoked": "the platform's PCK certificate is revoked",
+    "qe-report-signature-invalid": "the quoting enclave's report is not signed by the PCK key",
+    "qe-report-data-mismatch": "the quoting enclave's report does not bind the attestation key",
+    "quote-signature-invalid": "the quote's signature does not verify",
+    "qe-identity-mismatch": "the quoting enclave is not one Intel's QE identity accepts",
+    "collateral-missing": "the gateway has no collateral (TCB info, QE identity, CRLs) for "
+    "this platform",
+    "collateral-malformed": "the collateral cannot be parsed",
+    "collateral-chain-untrusted": "the collateral is not signed by a chain to Intel's root",
+    "collateral-signature-invalid": "the collateral's signature does not verify",
+    "collateral-expired": "the collateral is past its next update (refresh it)",
+    "collateral-not-yet-valid": "the collateral is not valid yet",
+    "tcb-info-mismatch": "the TCB info belongs to another platform (FMSPC or PCE id)",
+    "tcb-level-not-found": "no TCB level of the TCB info matches the platform",
+    "tcb-revoked": "the platform's TCB level is revoked",
     # the admission policy
     "not-allowlisted": "no allowlist entry names this MRENCLAVE (or MRSIGNER and product id)",
     "host-not-allowed": "the enclave is allowlisted, but not for clients on this host",
