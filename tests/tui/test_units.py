@@ -105,7 +105,7 @@ def test_measurements_and_numbers() -> None:
     assert validate.measurement("  ", "MRENCLAVE") is None
     with pytest.raises(validate.FieldError, match="is required"):
         validate.measurement("", "MRSIGNER", required=True)
-    with pytest.raises(validate.FieldError, match="64 hex digits .* 62 given"):
+    with pytest.raises(validate.FieldError, match=r"64 hex digits .* 62 given"):
         validate.measurement("ab" * 31, "MRENCLAVE")
     with pytest.raises(validate.FieldError, match="'z' is not a hexadecimal digit"):
         validate.measurement("ab" * 31 + "az", "MRENCLAVE")
