@@ -86,15 +86,51 @@ class StartupError(Exception):
     """The daemon cannot start as configured (message says what and where)."""
 
 
-def trust_from_config(config: Config) -> TrustConfig:
-    """The attestation trust anchors and time rules of `[attestation]`."""
+def trust_from_config(config: Config, *, fetch: bool = True) -> TrustConfig:
+    """The attestation trust anchors, time rules and DCAP collateral of `[attestation]`.
+
+    DCAP collateral is loaded from `collateral_dir` and the PCCS cache directory now (files
+    only); with a `pccs_url` and `fetch`, a background thread keeps it fresh and fetches what
+    verification finds missing. That thread only writes into the store it was given and ends
+    by itself once the returned trust config is dropped (e.g. replaced by a reload).
+    """
+    from sengd.attestation import CollateralStore, load_sgx_roots
+    from sengd.attestation.pccs import CollateralFetcher, PccsSettings
+
     a = config.attestation
-    return TrustConfig.load(
+    roots = load_sgx_roots(a.sgx_root_ca)
+    store = None
+    if a.collateral_dir is not None or a.pccs_url:
+        store = CollateralStore(roots)
+        sources = [a.collateral_dir] if a.collateral_dir is not None else []
+        if a.pccs_url and a.pccs_cache_dir.is_dir():
+            sources.append(a.pccs_cache_dir)
+        for source in sources:
+            try:
+                problems = store.load_tree(source)
+            except OSError as exc:
+                problems = [f"{source}: {exc.strerror or exc}"]
+            for problem in problems:
+                emit(log, logging.WARNING, "collateral-skipped", problem=problem)
+    trust = TrustConfig.load(
         a.ias_report_signing_ca,
         ias_chain_time="report" if a.ias_chain_time == "report" else "now",
         max_report_age=timedelta(seconds=a.max_report_age) if a.max_report_age > 0 else None,
         clock_skew=timedelta(seconds=a.clock_skew),
+        sgx_roots=roots,
+        collateral=store,
     )
+    if store is not None and a.pccs_url and fetch:
+        settings = PccsSettings(
+            url=a.pccs_url,
+            cache_dir=a.pccs_cache_dir,
+            refresh=a.pccs_refresh,
+            timeout=a.pccs_timeout,
+            verify_tls=a.pccs_verify_tls,
+            ca_file=a.pccs_ca_file,
+        )
+        CollateralFetcher(store, settings).start()
+    return trust
 
 
 def load_policy(engine: Engine) -> policy.Allowlist:

@@ -85,7 +85,7 @@ class SignedCollateral:
 
     def invalid_at(self, now: datetime, what: str) -> tuple[str, str] | None:
         """("expired" | "not-yet-valid", description) or None."""
-        if now >= self.next_update:
+        if now > self.next_update:
             return "expired", f"{what} expired {self.next_update.isoformat()} (nextUpdate)"
         if now < self.issue_date:
             return "not-yet-valid", f"{what} is valid only from {self.issue_date.isoformat()}"

@@ -84,7 +84,7 @@ def _parse(data: bytes) -> tuple[x509.CertificateRevocationList, bytes, bytes]:
         crl = x509.load_der_x509_crl(raw)
         inner = crl.signature_algorithm_oid
         _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc)
-    except (der.DerError, ValueError, UnsupportedAlgorithm) as exc:
+    except (der.DerError, ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise CrlError(f"not a DER CRL ({exc})") from None
     if (
         parts.signature_algorithm != ECDSA_SHA256_ALGORITHM

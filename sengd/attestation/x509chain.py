@@ -12,7 +12,13 @@ EC P-256 and every signature is ECDSA with SHA-256. The checks, without the cloc
   of the list is accepted only if it carries a pinned key and its self-signature verifies: any
   edition of Intel's root, never a different key (the DCAP *test* root is refused here);
 - the leaf is not a CA (or is one, when the caller asks for a CA such as a CRL issuer); every
-  certificate above it is a CA whose path length allows the certificates below it.
+  certificate above it is a CA whose path length allows the certificates below it. The pinned
+  root's own constraints are not applied: its key is what is trusted, and the original edition
+  of Intel's root says pathlen:0, which its own PCK chains exceed.
+
+The certificates may come in any order (some tools list the root first): the path is built
+from the one certificate that issues no other upwards, by name; a certificate that does not
+belong to that path is an error.
 
 The validity periods are returned, not checked: callers compare them with their `now`.
 """
@@ -188,6 +194,28 @@ class VerifiedChain:
         return None
 
 
+def _ordered(certs: list[ChainCert]) -> list[ChainCert]:
+    """Leaf first, each certificate followed by its issuer (by name)."""
+    issuers = {c.issuer_der for c in certs if c.subject_der != c.issuer_der}
+    leaves = [c for c in certs if c.subject_der not in issuers]
+    if len(leaves) != 1:
+        raise ChainError("the chain does not have exactly one leaf certificate")
+    path = leaves
+    rest = [c for c in certs if c is not leaves[0]]
+    while rest:
+        current = path[-1]
+        if current.subject_der == current.issuer_der:
+            break
+        nxt = next((c for c in rest if c.subject_der == current.issuer_der), None)
+        if nxt is None:
+            break
+        path.append(nxt)
+        rest.remove(nxt)
+    if rest:
+        raise ChainError(f"{rest[0].name!r} does not belong to the chain")
+    return path
+
+
 def _anchor_for(top: ChainCert, anchors: Sequence[SgxRootAnchor]) -> SgxRootAnchor | None:
     for anchor in anchors:
         if top.issuer_der == anchor.subject_der and signed_by(top, anchor.public_key):
@@ -214,15 +242,6 @@ def _split_root(
     return certs[:-1], last.sha256
 
 
-def _check_anchor_path_length(anchor: SgxRootAnchor, cas_below: int, what: str) -> None:
-    try:
-        limit = anchor.certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
-        return
-    if limit.value.path_length is not None and cas_below > limit.value.path_length:
-        raise ChainError(f"the pinned root's path length does not allow the {what}")
-
-
 def verify_chain(
     ders: Sequence[bytes],
     anchors: Sequence[SgxRootAnchor],
@@ -235,9 +254,7 @@ def verify_chain(
         raise ChainError("no SGX root is pinned")
     if not ders or len(ders) > MAX_CHAIN:
         raise ChainError(f"{what} has {len(ders)} certificates (1-{MAX_CHAIN} expected)")
-    certs = [parse_chain_cert(d, f"{what} certificate {i}") for i, d in enumerate(ders)]
-    if len(certs) > 1 and certs[0].subject_der == certs[0].issuer_der:
-        certs.reverse()  # some tools list the root first
+    certs = _ordered([parse_chain_cert(d, f"{what} certificate {i}") for i, d in enumerate(ders)])
     path, edition = _split_root(certs, anchors)
     for lower, upper in itertools.pairwise(path):
         if lower.issuer_der != upper.subject_der or not signed_by(lower, upper.public_key):
@@ -245,7 +262,6 @@ def verify_chain(
     anchor = _anchor_for(path[-1], anchors)
     if anchor is None:
         raise ChainError(f"{path[-1].name!r} in the {what} is not issued by a pinned SGX root")
-    _check_anchor_path_length(anchor, len(path) - 1 + int(leaf_is_ca), what)
     leaf = path[0]
     if leaf.is_ca != leaf_is_ca:
         kind = "a CA" if leaf_is_ca else "an end-entity certificate"

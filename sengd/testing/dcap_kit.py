@@ -503,8 +503,11 @@ class DcapPlatform:
         not_before: datetime = datetime(2023, 9, 20, tzinfo=UTC),
         not_after: datetime = datetime(2040, 9, 20, tzinfo=UTC),
         qe_isv_svn: int = 8,
+        sgx_extension: bytes | None = None,
     ) -> DcapPlatform:
-        """A platform whose PCK certificate (issued by the `ca` PCK CA) certifies this TCB."""
+        """A platform whose PCK certificate (issued by the `ca` PCK CA) certifies this TCB.
+
+        `sgx_extension` replaces the encoded SGX extension value (for broken variants)."""
         ext = PckExtensions(
             ppid=secrets.token_bytes(16),
             tcb_components=components,
@@ -528,7 +531,10 @@ class DcapPlatform:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(sign=True), critical=True)
             .add_extension(
-                x509.UnrecognizedExtension(SGX_EXTENSION_OID, encode_sgx_extension(ext)),
+                x509.UnrecognizedExtension(
+                    SGX_EXTENSION_OID,
+                    encode_sgx_extension(ext) if sgx_extension is None else sgx_extension,
+                ),
                 critical=False,
             )
             .sign(ca_key, hashes.SHA256())
@@ -575,8 +581,13 @@ class DcapPlatform:
         cert_data_type: int = CERT_DATA_PCK_CHAIN,
         sign_with: ec.EllipticCurvePrivateKey | None = None,
         qe_sign_with: ec.EllipticCurvePrivateKey | None = None,
+        bind_attestation_key: bool = True,
     ) -> bytes:
-        """A quote v3 the platform would produce for an enclave with these properties."""
+        """A quote v3 the platform would produce for an enclave with these properties.
+
+        Broken variants: `sign_with` (another attestation key signs the report),
+        `qe_sign_with` (another key than the PCK key signs the QE report),
+        `bind_attestation_key=False` (the QE report does not bind the attestation key)."""
         body = build_report_body(
             mr_enclave=mr_enclave,
             mr_signer=mr_signer,
@@ -593,7 +604,7 @@ class DcapPlatform:
             user_data=hashlib.sha256(self.extensions.ppid).digest()[:16] + bytes(4),
         )
         auth = bytes(range(32))
-        qe_body = self.qe_report(auth)
+        qe_body = self.qe_report(auth if bind_attestation_key else b"other authentication data")
         if cert_data_type == CERT_DATA_PCK_CHAIN:
             cert_data = self.pck_chain_pem + b"\0"
         elif cert_data_type == CERT_DATA_PPID_RSA3072:
