@@ -12,6 +12,8 @@ APT_PACKAGES=(
     iperf3 curl                               # traffic through the tunnel in integration tests
     postgresql                                # the shared-store backend, tested for real
     systemd                                   # systemd-analyze for the unit file checks
+    build-essential debhelper python3.11-dev python3.11-venv  # the .deb (packaging/build-deb)
+    debootstrap lintian man-db                # the .deb's install test and its lint
 )
 
 missing=()
