@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -183,15 +182,6 @@ def advisories(text: str) -> list[str]:
         if len(name) > 64 or not _ADVISORY.fullmatch(name):
             raise FieldError(f"{name!r} is not an advisory id (like INTEL-SA-00334)")
     return sorted(set(names))
-
-
-@dataclass(frozen=True, slots=True)
-class NewSubnet:
-    """A validated `subnets.add` request."""
-
-    network: IPv4Network
-    gateway: IPv4Address | None
-    name: str | None
 
 
 def subnet_network(text: str, subnets: Sequence[dict[str, Any]]) -> IPv4Network:

@@ -103,6 +103,12 @@ class KeyedTable(DataTable[Text]):
         cursor = self.cursor_key
         wanted = dict(rows)
         gone = [key for key in self._cells if key not in wanted]
+        if len(gone) > 64 and len(gone) > len(self._cells) // 2:
+            # Removing a row renumbers all others: when most go, starting afresh is cheaper.
+            self.clear()
+            self._cells.clear()
+            self._order.clear()
+            gone = []
         for key in gone:
             self.remove_row(key)
             del self._cells[key]
