@@ -267,8 +267,9 @@ class CollateralFetcher:
         self.settings = settings
         self.client = client or PccsClient(settings)
         self.clock = clock
-        self._store = weakref.ref(store)
         self._wake = threading.Event()
+        # When the store goes away (its trust config was replaced), wake up to end at once.
+        self._store = weakref.ref(store, lambda _ref: self._wake.set())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rounds = 0

@@ -25,6 +25,7 @@ import secrets
 import ssl
 import tempfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -813,7 +814,9 @@ class PccsStandIn:
     """A real HTTPS server (thread) answering PCS v4 requests from collateral it is given.
 
     `tcb` maps FMSPC -> (body, issuer chain); `pck_certs` maps encrypted PPID -> PCK chain
-    PEM (leaf first). `requests` records each path served; `available` = False answers 503.
+    PEM (leaf first); the PCK CRL is served for `pck_crl_ca` ("processor" or "platform").
+    `requests` records each request (path and query); `available` = False
+    answers 503; `delay` seconds pass before each answer.
     Use as a context manager; `url` is the base URL and `ca_pem` its self-signed certificate.
     """
 
@@ -823,7 +826,9 @@ class PccsStandIn:
     tcb: dict[bytes, tuple[bytes, bytes]] = field(default_factory=dict)
     pck_certs: dict[bytes, bytes] = field(default_factory=dict)
     hex_root_crl: bool = True
+    pck_crl_ca: str = "processor"
     available: bool = True
+    delay: float = 0.0
     requests: list[str] = field(default_factory=list)
     ca_pem: bytes = b""
     url: str = ""
@@ -889,7 +894,9 @@ class PccsStandIn:
         url = urllib.parse.urlsplit(handler.path)
         params = dict(urllib.parse.parse_qsl(url.query))
         path = url.path.removeprefix("/sgx/certification/v4/")
-        self.requests.append(path)
+        self.requests.append(handler.path.removeprefix("/sgx/certification/v4/"))
+        if self.delay:
+            time.sleep(self.delay)
         raw = self.collateral
         answer: tuple[bytes, dict[str, bytes]] | None = None
         if not self.available:
@@ -906,7 +913,12 @@ class PccsStandIn:
         elif path == "rootcacrl" and raw.root_ca_crl:
             body = raw.root_ca_crl.hex().encode() if self.hex_root_crl else raw.root_ca_crl
             answer = (body, {})
-        elif path == "pckcrl" and raw.pck_crl and raw.pck_crl_issuer_chain:
+        elif (
+            path == "pckcrl"
+            and params.get("ca") == self.pck_crl_ca
+            and raw.pck_crl
+            and raw.pck_crl_issuer_chain
+        ):
             answer = (raw.pck_crl, {"SGX-PCK-CRL-Issuer-Chain": raw.pck_crl_issuer_chain})
         elif path == "pckcert":
             chain = self.pck_certs.get(bytes.fromhex(params.get("encrypted_ppid", "")))
