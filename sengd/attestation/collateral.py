@@ -342,10 +342,13 @@ def _newest_crls(crls: tuple[VerifiedCrl, ...]) -> tuple[VerifiedCrl, ...]:
 EMPTY = Collateral()
 
 
-def _cached(
+def cached_verification(
     cache: LruCache[bytes, object] | None, parts: Sequence[bytes], verify: Callable[[], T]
 ) -> T:
-    """Run `verify` once per distinct input bytes (results and rejections are both kept)."""
+    """Run `verify` once per distinct input bytes (results and rejections are both kept).
+
+    `parts` must start with a tag naming the kind of result, so that equal bytes verified as
+    two different kinds of item never share an entry."""
     if cache is None:
         return verify()
     digest = hashlib.sha256(b"\0".join(hashlib.sha256(p).digest() for p in parts)).digest()
@@ -390,24 +393,32 @@ def verify_raw_items(
     src = raw.source
     if tcb is not None:
         t = tcb
-        checks.append((t, lambda: Collateral(tcb_infos=(verify_tcb_info(*t, anchors, src),))))
+        checks.append(
+            ((b"tcb", *t), lambda: Collateral(tcb_infos=(verify_tcb_info(*t, anchors, src),)))
+        )
     if qe is not None:
         q = qe
         checks.append(
-            (q, lambda: Collateral(qe_identities=(verify_qe_identity(*q, anchors, src),)))
+            ((b"qe", *q), lambda: Collateral(qe_identities=(verify_qe_identity(*q, anchors, src),)))
         )
     if raw.root_ca_crl is not None:
         r = raw.root_ca_crl
-        checks.append(((r,), lambda: Collateral(root_crls=(verify_root_crl(r, anchors),))))
+        checks.append(
+            ((b"root-crl", r), lambda: Collateral(root_crls=(verify_root_crl(r, anchors),)))
+        )
     if pck is not None:
         p = pck
-        checks.append((p, lambda: Collateral(pck_crls=(verify_pck_crl(*p, anchors),))))
+        checks.append(
+            ((b"pck-crl", *p), lambda: Collateral(pck_crls=(verify_pck_crl(*p, anchors),)))
+        )
     if raw.pck_cert_chain is not None:
         c = raw.pck_cert_chain
-        checks.append(((c,), lambda: Collateral(pck_chains=(verify_pck_chain(c, anchors, src),))))
+        checks.append(
+            ((b"pck", c), lambda: Collateral(pck_chains=(verify_pck_chain(c, anchors, src),)))
+        )
     for parts, check in checks:
         try:
-            yield _cached(cache, parts, check)
+            yield cached_verification(cache, parts, check)
         except AttestationError as exc:
             yield exc
 

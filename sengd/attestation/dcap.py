@@ -41,12 +41,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from sengd.attestation.cache import LruCache
 from sengd.attestation.collateral import (
     Collateral,
     SignedCollateral,
     VerifiedPck,
     VerifiedQeIdentity,
     VerifiedTcbInfo,
+    cached_verification,
     verify_pck_chain,
 )
 from sengd.attestation.crl import VerifiedCrl
@@ -101,11 +103,21 @@ def _verifies(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> 
     return True
 
 
-def pck_from_quote(quote: DcapQuote, anchors: Sequence[SgxRootAnchor]) -> VerifiedPck | None:
-    """The PCK chain carried in the quote (certification data type 5), verified; else None."""
+def pck_from_quote(
+    quote: DcapQuote,
+    anchors: Sequence[SgxRootAnchor],
+    cache: LruCache[bytes, object] | None = None,
+) -> VerifiedPck | None:
+    """The PCK chain carried in the quote (certification data type 5), verified; else None.
+
+    With a `cache`, a chain is verified once: every quote of one platform carries the same."""
     if quote.cert_data_type != CERT_DATA_PCK_CHAIN:
         return None
-    return verify_pck_chain(quote.cert_data, anchors, "quote", urlencoded_ok=False)
+    return cached_verification(
+        cache,
+        (b"quote-pck", quote.cert_data),
+        lambda: verify_pck_chain(quote.cert_data, anchors, "quote", urlencoded_ok=False),
+    )
 
 
 def select_pck(quote: DcapQuote, candidates: Iterable[VerifiedPck]) -> VerifiedPck | None:
@@ -145,10 +157,13 @@ def check_signatures(quote: DcapQuote, pck: VerifiedPck) -> None:
 
 
 def quote_facts(
-    quote: DcapQuote, anchors: Sequence[SgxRootAnchor], pck_candidates: Sequence[VerifiedPck] = ()
+    quote: DcapQuote,
+    anchors: Sequence[SgxRootAnchor],
+    pck_candidates: Sequence[VerifiedPck] = (),
+    cache: LruCache[bytes, object] | None = None,
 ) -> QuoteFacts:
     """Steps 2-3. For quotes without a PCK chain, `pck_candidates` come from collateral."""
-    pck = pck_from_quote(quote, anchors)
+    pck = pck_from_quote(quote, anchors, cache)
     if pck is None:
         pck = select_pck(quote, pck_candidates)
         if pck is None:

@@ -320,7 +320,7 @@ def _verify_dcap(parsed: ParsedCertificate, trust: TrustConfig) -> DcapStatic:
     embedded = verify_raw(payload.embedded, trust.sgx_roots, trust.dcap_cache)
     facts = None
     if quote.cert_data_type == CERT_DATA_PCK_CHAIN or embedded.pck_chains:
-        facts = quote_facts(quote, trust.sgx_roots, embedded.pck_chains)
+        facts = quote_facts(quote, trust.sgx_roots, embedded.pck_chains, trust.dcap_cache)
     check_dcap_key_binding(payload.form, key.spki_der, key.key_bits, quote.report.report_data)
     if trust.reject_debug and quote.report.debug:
         raise AttestationError(
