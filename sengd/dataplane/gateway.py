@@ -34,11 +34,14 @@ from sengd.eventlog import emit
 from sengd.store.allocator import Allocator, EndReason
 from sengd.store.allocator import Counters as LeaseCounters
 from sengd.store.errors import PoolExhausted, StoreError
+from sengd.tunnel import batchio, packets
 from sengd.tunnel import session as sess
 from sengd.tunnel.dtls import (
+    MAX_DATAGRAM,
     ApplicationData,
     ConnectionClosed,
     DtlsListener,
+    Event,
     HandshakeCompleted,
 )
 
@@ -46,6 +49,8 @@ log = logging.getLogger("sengd.gateway")
 
 BATCH = 256
 """Datagrams or packets handled per readiness callback before other descriptors get a turn."""
+RECV_BATCH = 64
+"""Datagrams per recvmmsg call."""
 RECV_BUFFER = 4 * 1024 * 1024
 MAX_DENIALS_KEPT = 256
 
@@ -153,6 +158,7 @@ class Gateway:
             idle_timeout=config.tunnel.idle_timeout,
         )
         self.sockets: list[socket.socket] = []
+        self._receivers: list[batchio.Receiver] = []
         self.by_tunnel1: dict[Address, sess.Session] = {}
         self.by_tunnel2: dict[Address, sess.Session] = {}
         self.by_address: dict[bytes, sess.Session] = {}
@@ -182,6 +188,8 @@ class Gateway:
             sock.bind((address, port))
             sock.setblocking(False)
             self.sockets.append(sock)
+            if batchio.available():
+                self._receivers.append(batchio.Receiver(sock, RECV_BATCH, MAX_DATAGRAM))
             self.loop.add_reader(sock.fileno(), self._reader_for(index))
         self.loop.add_reader(self.tun_fd, self._on_tun)
 
@@ -191,9 +199,25 @@ class Gateway:
     # -- descriptors -----------------------------------------------------------------------
 
     def _on_udp(self, index: int) -> None:
-        sock = self.sockets[index]
         listener = self.listeners[index]
         now = self.loop.time()
+        if self._receivers:
+            # recvmmsg: measured 1.2 us instead of 1.55 us per datagram (recvfrom_into + copy).
+            receive = self._receivers[index].receive
+            received = listener.datagram_received
+            for _ in range(BATCH // RECV_BATCH):
+                try:
+                    batch = receive()
+                except OSError as exc:  # e.g. ICMP errors surfacing on the socket
+                    self.drops[f"socket-error-{exc.errno}"] += 1
+                    continue
+                for data, addr in batch:
+                    received(data, addr, now)
+                if len(batch) < RECV_BATCH:
+                    break
+            self._after_listener(index)
+            return
+        sock = self.sockets[index]
         buf, view = self._buf, self._view
         for _ in range(BATCH):
             try:
@@ -235,6 +259,8 @@ class Gateway:
         """Send what the listener produced, act on its events, re-arm its timer."""
         listener = self.listeners[index]
         events = listener.events()
+        if index == 0 and events:
+            events = self._forward_fast(events)
         for event in events:
             if isinstance(event, ApplicationData):
                 if index == 0:
@@ -250,6 +276,44 @@ class Gateway:
                 self._on_closed(index, event)
         self._flush(index)
         self._arm_listener(index)
+
+    def _forward_fast(self, events: list[Event]) -> list[Event]:
+        """Forward tunnel #1 data of active sessions to the TUN; return the other events.
+
+        The enclave->gateway fast path: `_on_tunnel1_data` + `Session.on_tunnel1_record` for an
+        ACTIVE session, inlined (same check, same counters, same drops). It handles the leading
+        run of ApplicationData events only; from the first other event on (a handshake, a
+        close) everything goes the general way, in order.
+        """
+        sessions = self.by_tunnel1
+        active = sess.State.ACTIVE
+        check = packets.check_enclave_packet
+        fd = self.tun_fd
+        now = self.loop.time()
+        for position, event in enumerate(events):
+            if type(event) is not ApplicationData:
+                return events[position:]
+            session = sessions.get(event.addr)
+            if session is None or session.state is not active:
+                self._on_tunnel1_data(event)
+                continue
+            packet = event.data
+            reason = check(packet, session.packed_address)
+            if reason is not None:
+                session.counters.drops[reason] = session.counters.drops.get(reason, 0) + 1
+                self.drops[reason] += 1
+                continue
+            counters = session.counters
+            counters.rx_packets += 1
+            counters.rx_bytes += len(packet)
+            session.last_activity = now
+            try:
+                os.write(fd, packet)
+            except BlockingIOError:
+                self.drops["tun-full"] += 1
+            except OSError as exc:
+                self.drops[f"tun-error-{exc.errno}"] += 1
+        return []
 
     def _flush(self, index: int) -> None:
         sock = self.sockets[index]
