@@ -201,13 +201,19 @@ async def measure(
         app.timings.clear()
         await pilot.press("s", "s", "s", "s", "s", "r")  # sort by TX/s, highest first
         deadline = time.monotonic() + seconds
-        seen = 0
+        seen = presses = 0
         while time.monotonic() < deadline:
             synced = len(app.timings.get("sessions_sync", []))
             if synced != seen:
                 seen = synced
                 frames.append(render_frame(app))
-            latency = await key_latency(app, table, "down" if len(keys) % 40 < 20 else "up")
+            presses += 1
+            key = "down" if presses % 40 < 20 else "up"
+            if table.cursor_row >= table.row_count - 1:
+                key = "up"
+            elif table.cursor_row == 0:
+                key = "down"
+            latency = await key_latency(app, table, key)
             if latency is not None:
                 keys.append(latency)
             await asyncio.sleep(0.05)

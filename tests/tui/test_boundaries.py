@@ -131,3 +131,36 @@ def test_sengd_runs_without_textual(tmp_path: Path) -> None:
             if site.process.poll() is None:
                 site.process.kill()
                 site.process.wait(10)
+
+
+def test_sengadm_without_a_terminal_prints_the_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sengadm"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 2
+    assert "usage: sengadm" in out.stderr and "dashboard" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--db", "sqlite:///x.db", "dashboard"], "--db is not supported"),
+        (["dashboard", "--refresh", "0.1"], "--refresh must be 0.5 to 60 seconds"),
+    ],
+)
+def test_dashboard_usage_errors(args: list[str], message: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sengadm", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert out.returncode == 2 and message in out.stderr

@@ -13,6 +13,7 @@ import pytest
 from textual.widgets import Input
 
 from sengadm.aclient import Backoff
+from sengadm.client import Client
 from sengadm.tui.app import SengDashboard
 from sengadm.tui.screens.allowlist import AllowlistScreen
 from sengadm.tui.screens.confirm import ConfirmScreen
@@ -28,6 +29,7 @@ from sengadm.tui.widgets.sessions_table import SessionsTable
 from sengd.testing.attestation_kit import TestIas, mint_ratls_certificate
 from sengd.testing.enclave_emu import EmulatorError, EnclaveEmulator
 from tests.integration.site import Site
+from tests.tui import gateway_data
 from tests.tui.conftest import screen_text, wait_until
 
 pytestmark = pytest.mark.integration
@@ -323,3 +325,33 @@ def test_forms_check_input_and_show_the_daemons_refusals(site: Site, ias: TestIa
 
     asyncio.run(scenario())
     assert site.audit_actions().count(("create", "root")) == 1  # only the subnet
+
+
+def test_the_scripted_gateway_answers_like_sengd(site: Site, ias: TestIas) -> None:
+    """The snapshot tests' fixed answers have exactly the keys of a live daemon's."""
+    site.allow("demo", MR_A)
+    site.start()
+    emu = site.emulator(mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A))
+    site.connect(emu)
+    stranger = site.emulator(mint_ratls_certificate(ias, mr_enclave=MR_B), timeout=3)
+    with pytest.raises(EmulatorError):
+        site.connect(stranger)
+    assert site.socket_path is not None
+    with Client(site.socket_path, timeout=10) as client:
+        live = {
+            "rpc.hello": client.call("rpc.hello"),
+            "status": client.call("status"),
+            "sessions.list": client.call("sessions.list")[0],
+            "denials.recent": client.call("denials.recent")[0],
+            "allowlist.list": client.call("allowlist.list")[0],
+            "subnets.list": client.call("subnets.list")[0],
+        }
+        stats = next(e for e in client.events() if e["event"] == "stats")
+    scripted = gateway_data.answers()
+    for method, answer in live.items():
+        fixed = scripted[method]
+        fixed = fixed({}) if callable(fixed) else fixed
+        sample = fixed[0] if isinstance(fixed, list) else fixed
+        assert set(sample) == set(answer), method
+    assert set(gateway_data.stats_events(1)[0]) == set(stats) - {"event"}
+    emu.close()

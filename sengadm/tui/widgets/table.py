@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist, RowKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +115,20 @@ class KeyedTable(DataTable[Text]):
         if gone:
             dropped = set(gone)
             self._order = [k for k in self._order if k not in dropped]
+        changed = False
         for key, cells in rows:
             old = self._cells.get(key)
             if old is None:
                 self.add_row(*(self._text(key, i, c) for i, c in enumerate(cells)), key=key)
                 self._order.append(key)
             elif old != cells:
-                for i, (before, after) in enumerate(zip(old, cells, strict=True)):
-                    if before != after:
-                        self.update_cell(key, self.column_specs[i].key, self._text(key, i, after))
+                self._update_row(key, old, cells)
+                changed = True
             self._cells[key] = cells
+        if changed:
+            # One invalidation for the whole batch (update_cell invalidates per cell).
+            self._update_count += 1
+            self.refresh()
         order = [key for key, _ in rows]
         if order != self._order:
             position = {key: i for i, key in enumerate(order)}
@@ -134,6 +138,16 @@ class KeyedTable(DataTable[Text]):
             index = position_of(self, cursor)
             if index is not None and index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
+
+    def _update_row(self, key: str, old: tuple[Cell, ...], cells: tuple[Cell, ...]) -> None:
+        """Put the changed cells of row `key` into the table's data without a refresh each:
+        with 1,000 rows changing every second, `DataTable.update_cell`'s per-cell refresh is
+        most of the cost. The caller invalidates once. (DataTable keeps its cells in `_data`,
+        row key -> column key -> cell; tests/tui/test_table.py fails if that changes.)"""
+        data = self._data[RowKey(key)]
+        for i, (before, after) in enumerate(zip(old, cells, strict=True)):
+            if before != after:
+                data[ColumnKey(self.column_specs[i].key)] = self._text(key, i, after)
 
     def row_key_at(self, index: int) -> str | None:
         """The key of the row shown at `index`."""
