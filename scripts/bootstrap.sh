@@ -13,7 +13,7 @@ APT_PACKAGES=(
     postgresql                                # the shared-store backend, tested for real
     systemd                                   # systemd-analyze for the unit file checks
     build-essential debhelper python3.11-dev python3.11-venv  # the .deb (packaging/build-deb)
-    debootstrap lintian man-db                # the .deb's install test and its lint
+    debootstrap lintian man-db systemd-container  # the .deb's install and boot tests, lint
 )
 
 missing=()

@@ -205,11 +205,15 @@ class Chroot:
             self.command(*cmd), capture_output=True, text=True, check=False, env=full_env
         )
 
-    def close(self) -> None:
-        """Unmount everything and delete the tree (never through a mount still in place)."""
+    def unmount(self) -> None:
+        """Unmount what `create` mounted (e.g. before booting the tree in a container)."""
         for target in reversed(self.mounted):
             subprocess.run(["umount", str(target)], capture_output=True, check=False)
         self.mounted.clear()
+
+    def close(self) -> None:
+        """Unmount everything and delete the tree (never through a mount still in place)."""
+        self.unmount()
         for point in mounts_under(self.root):
             subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
         left = mounts_under(self.root)

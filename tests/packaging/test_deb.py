@@ -129,8 +129,8 @@ def exposure(output: str) -> float:
 
 
 def start_sengd_as_service_user(box: Chroot) -> None:
-    """Run the installed sengd as the unit would (user seng, groups seng + seng-admin, no
-    capability but CAP_NET_ADMIN, no new privileges) in a network namespace of its own: it must
+    """Run the installed sengd as the unit would (user seng with its groups, no capability
+    but CAP_NET_ADMIN, no new privileges) in a network namespace of its own: it must
     report READY=1 over NOTIFY_SOCKET, answer `sengadm status` on its control socket and stop
     cleanly on SIGTERM."""
     notify_inside = "/run/seng-test-notify.sock"
@@ -147,7 +147,7 @@ def start_sengd_as_service_user(box: Chroot) -> None:
                     "setpriv",
                     "--reuid=seng",
                     "--regid=seng",
-                    "--groups=seng-admin",
+                    "--init-groups",
                     "--inh-caps=-all,+net_admin",
                     "--ambient-caps=-all,+net_admin",
                     "--bounding-set=-all,+net_admin",
@@ -173,6 +173,12 @@ def start_sengd_as_service_user(box: Chroot) -> None:
             status = ns.run(*box.command("/usr/bin/sengadm", "status"), check=False)
             assert status.returncode == 0, status.stderr
             assert "127.0.0.1:12345" in status.stdout
+            # ExecReload: `sengadm reload` as the daemon's own user.
+            reload = ns.run(
+                *box.command("runuser", "-u", "seng", "--", "/usr/bin/sengadm", "reload"),
+                check=False,
+            )
+            assert reload.returncode == 0, reload.stdout + reload.stderr
             sock = box.path("/run/seng/sengd.sock")
             assert stat.S_ISSOCK(sock.lstat().st_mode)
             assert stat.S_IMODE(sock.lstat().st_mode) == 0o660
@@ -254,8 +260,10 @@ def test_install_run_upgrade_purge_in_fresh_bookworm(deb: Path, chroot: Chroot) 
     assert box.path("/etc/systemd/system/multi-user.target.wants/sengd.service").is_symlink()
 
     # Accounts, directories, permissions, the migrated database.
+    members = {}
     for group in ("seng", "seng-admin", "seng-monitor"):
-        assert box.run("getent", "group", group).stdout
+        members[group] = box.run("getent", "group", group).stdout.strip().split(":")[3]
+    assert members == {"seng": "", "seng-admin": "seng", "seng-monitor": ""}
     passwd = box.run("getent", "passwd", "seng").stdout.strip().split(":")
     assert passwd[4:] == ["seng-gateway daemon", "/var/lib/seng", "/usr/sbin/nologin"]
     modes = box.run("stat", "-c", "%n %U:%G %a", "/etc/seng", CONFIG, "/var/lib/seng",
@@ -302,3 +310,155 @@ def test_install_run_upgrade_purge_in_fresh_bookworm(deb: Path, chroot: Chroot) 
         f"left behind: {added}\nremoved: {removed}\nchanged: {changed}"
     )
     assert not box.run("getent", "passwd", "seng", check=False).stdout
+
+
+# The booted test: a unit that stands in for udev, which makes /dev/net/tun 0666 on a Debian
+# host (50-udev-default.rules); systemd-nspawn gives the container the host's mode, which in
+# a CI container may be 0600.
+TUN_MODE_UNIT = """\
+[Unit]
+Description=Test stand-in for udev's /dev/net/tun mode
+Before=sengd.service
+[Service]
+Type=oneshot
+ExecStart=/bin/chmod 0666 /dev/net/tun
+[Install]
+WantedBy=multi-user.target
+"""
+# A short watchdog, so that a missing WATCHDOG=1 would show within the test.
+WATCHDOG_DROP_IN = "[Service]\nWatchdogSec=3s\n"
+
+
+class Container:
+    """The chroot's tree booted with systemd-nspawn (private network, not registered)."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        env = dict(os.environ)
+        # systemd inside wants the unified cgroup hierarchy; a hybrid host (as CI's container)
+        # offers it only when asked.
+        env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
+        self.process = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "--boot", f"--directory={root}",
+             f"--machine={name}", "--register=no", "--keep-unit", "--private-network"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        self.leader = self._find_leader()
+
+    def _find_leader(self) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"systemd-nspawn exited:\n{self.process.stdout.read()}")  # type: ignore[union-attr]
+            for stat_file in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat_file.read_text().rsplit(")", 1)[1].split()
+                    comm = (stat_file.parent / "comm").read_text().strip()
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+                if int(fields[1]) == self.process.pid and comm == "systemd":
+                    return int(stat_file.parent.name)
+            time.sleep(0.2)
+        raise AssertionError("the container's systemd did not start")
+
+    def run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `cmd` inside the container (its namespaces, its PATH)."""
+        full = ["nsenter", "-t", str(self.leader), "-m", "-u", "-i", "-n", "-p",
+                "env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", *cmd]  # fmt: skip
+        if check:
+            return run(full)
+        return subprocess.run(full, capture_output=True, text=True, check=False)
+
+    def wait_until(self, *cmd: str, expect: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            out = self.run(*cmd, check=False).stdout.strip()
+            if out == expect:
+                return out
+            time.sleep(0.5)
+        journal = self.run("journalctl", "-b", "--no-pager", "-n", "60", check=False).stdout
+        raise AssertionError(f"{' '.join(cmd)}: {out!r}, not {expect!r}\n{journal}")
+
+    def close(self) -> None:
+        """Power the container off (SIGTERM to nspawn), kill it if it does not go."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        if self.process.stdout:
+            self.process.stdout.close()
+        # nspawn's per-machine mount propagation directory on the host.
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.name}", ignore_errors=True)
+
+
+def test_sengd_service_runs_hardened_under_booted_systemd(deb: Path, chroot: Chroot) -> None:
+    """The unit as shipped, started by systemd 252 in a booted container: ready, watchdog fed,
+    control socket usable, reload through ExecReload (and refused for a bad configuration),
+    nftables under the sandbox, the measured `systemd-analyze security sengd`, clean stop."""
+    box = chroot
+    box.run("apt-get", "update", "-qq")
+    box.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "systemd-sysv", "man-db",
+            *package_names(control_field(deb, "Depends")),
+            *package_names(control_field(deb, "Recommends")))  # fmt: skip
+    shutil.copy(deb, box.path("/tmp"))
+    box.run("apt-get", "install", "-y", f"/tmp/{deb.name}")
+    box.path("/etc/systemd/system/seng-test-tun.service").write_text(TUN_MODE_UNIT)
+    box.run("systemctl", "enable", "seng-test-tun.service")
+    drop_in = box.path("/etc/systemd/system/sengd.service.d/test-watchdog.conf")
+    drop_in.parent.mkdir(parents=True)
+    drop_in.write_text(WATCHDOG_DROP_IN)
+    config = box.path(CONFIG)
+    config.write_text(re.sub(r"(?m)^(\[firewall\]\n(?:#.*\n)*)enabled = false",
+                             r"\1enabled = true", config.read_text()))  # fmt: skip
+    assert re.search(r"(?m)^\[firewall\]\n(?:#.*\n)*enabled = true", config.read_text())
+    box.unmount()
+
+    container = Container(box.root, f"seng-test-{os.getpid()}")
+    try:
+        container.wait_until("systemctl", "is-active", "sengd", expect="active")
+        show = container.run("systemctl", "show", "sengd", "-p", "User", "-p", "WatchdogUSec",
+                             "-p", "CapabilityBoundingSet", "-p", "StatusText").stdout  # fmt: skip
+        assert "User=seng" in show and "WatchdogUSec=3s" in show, show
+        assert "CapabilityBoundingSet=cap_net_admin\n" in show, show
+        assert "StatusText=serving" in show, show
+        journal = container.run("journalctl", "-u", "sengd", "-o", "cat").stdout
+        assert 'event=firewall-ready table="inet seng"' in journal, journal
+        assert container.run("sengadm", "status").returncode == 0
+        assert container.run("ip", "link", "show", "tunFA").returncode == 0
+
+        security = container.run("systemd-analyze", "security", "sengd", "--no-pager")
+        level = exposure(security.stdout)
+        print(f"systemd-analyze security sengd (booted systemd 252): exposure {level}")
+        assert level <= MAX_EXPOSURE, security.stdout
+
+        container.run("systemctl", "reload", "sengd")
+        good = container.run("cat", CONFIG).stdout
+        container.run("sed", "-i", 's/^log_level = "info"/log_level = "loud"/', CONFIG)
+        refused = container.run("systemctl", "reload", "sengd", check=False)
+        assert refused.returncode != 0
+        journal = container.run("journalctl", "-u", "sengd", "-o", "cat").stdout
+        assert "reload refused, the running configuration stays" in journal, journal
+        assert container.run("systemctl", "is-active", "sengd").stdout.strip() == "active"
+        box.path(CONFIG).write_text(good)
+
+        time.sleep(8)  # > 2 watchdog periods
+        restarts = container.run("systemctl", "show", "sengd", "-p", "NRestarts").stdout
+        assert restarts.strip() == "NRestarts=0", container.run("journalctl", "-u", "sengd").stdout
+
+        container.run("systemctl", "stop", "sengd")
+        journal = container.run("journalctl", "-u", "sengd", "-o", "cat").stdout
+        assert "event=stopped" in journal and 'event=firewall-removed table="inet seng"' in journal
+        assert container.run("ip", "link", "show", "tunFA", check=False).returncode != 0
+        result = container.run("systemctl", "show", "sengd", "-p", "Result").stdout.strip()
+        assert result == "Result=success"
+    finally:
+        container.close()
