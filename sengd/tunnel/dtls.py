@@ -73,6 +73,7 @@ from sengd.tunnel.keyexport import (
     KeyExportError,
     derive_keys,
     parse_context,
+    prefer_ecdhe_groups,
     session_reader,
 )
 from sengd.tunnel.recordlayer import (
@@ -300,7 +301,7 @@ Event = HandshakeCompleted | ApplicationData | ConnectionClosed
 class _Slot:
     """One server context (one credential) with its cookie lobby."""
 
-    __slots__ = ("context", "key_type", "lobby", "suite_id")
+    __slots__ = ("context", "groups", "key_type", "lobby", "suite_id")
 
     def __init__(self, credential: ServerCredential, handshake_timeout: float) -> None:
         name, self.suite_id = SUITES[credential.key_type]
@@ -322,6 +323,8 @@ class _Slot:
         )
         self.context = mbedtls_tls.ServerContext(config)
         self.lobby = self.context.wrap_buffers()
+        # Kept alive here: mbedtls reads it at every handshake.
+        self.groups = prefer_ecdhe_groups(self.context, self.lobby)
 
 
 class _Connection:

@@ -191,6 +191,31 @@ _CONFIG_HOLDER_OFFSET = 16  # in the context object: the object embedding mbedtl
 _CONFIG_IN_HOLDER = 32  # where in that object the mbedtls_ssl_config starts
 
 
+def _ssl_pointer(buffer: object, context: object) -> int:
+    """Address of the mbedtls_ssl_context inside `buffer`, a buffer made by `context`.
+
+    Checked: the buffer type's size, its reference to `context`, and that the first field of
+    the embedded ssl context (`conf`) points to the configuration `context` holds. Raises
+    KeyExportError otherwise.
+    """
+    if type(buffer).__basicsize__ != _BUFFER_BASICSIZE:
+        raise KeyExportError("unexpected python-mbedtls buffer layout")
+    base = id(buffer)
+    if ctypes.c_void_p.from_address(base + _CONTEXT_OFFSET).value != id(context):
+        raise KeyExportError("buffer does not reference its context where expected")
+    holder = ctypes.c_void_p.from_address(id(context) + _CONFIG_HOLDER_OFFSET).value
+    conf = ctypes.c_void_p.from_address(base + _SSL_OFFSET).value
+    if not holder or conf != holder + _CONFIG_IN_HOLDER:
+        raise KeyExportError("buffer's ssl context does not point to the configuration")
+    return base + _SSL_OFFSET
+
+
+def config_pointer(buffer: object, context: object) -> int:
+    """Address of the mbedtls_ssl_config of `context`, checked through its `buffer`."""
+    _ssl_pointer(buffer, context)
+    return int(ctypes.c_void_p.from_address(id(buffer) + _SSL_OFFSET).value or 0)
+
+
 class SessionReader:
     """Master secret of an established python-mbedtls buffer via Mbed TLS' C API (ctypes).
 
@@ -213,6 +238,9 @@ class SessionReader:
         self._version = lib.mbedtls_ssl_get_version
         self._version.restype = ctypes.c_char_p
         self._version.argtypes = [ctypes.c_void_p]
+        self._conf_curves = lib.mbedtls_ssl_conf_curves
+        self._conf_curves.restype = None
+        self._conf_curves.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
     @classmethod
     def load(cls) -> SessionReader | None:
@@ -237,16 +265,7 @@ class SessionReader:
 
         Raises KeyExportError if the object layout does not check out.
         """
-        if type(buffer).__basicsize__ != _BUFFER_BASICSIZE:
-            raise KeyExportError("unexpected python-mbedtls buffer layout")
-        base = id(buffer)
-        if ctypes.c_void_p.from_address(base + _CONTEXT_OFFSET).value != id(context):
-            raise KeyExportError("buffer does not reference its context where expected")
-        holder = ctypes.c_void_p.from_address(id(context) + _CONFIG_HOLDER_OFFSET).value
-        conf = ctypes.c_void_p.from_address(base + _SSL_OFFSET).value
-        if not holder or conf != holder + _CONFIG_IN_HOLDER:
-            raise KeyExportError("buffer's ssl context does not point to the configuration")
-        ssl = base + _SSL_OFFSET
+        ssl = _ssl_pointer(buffer, context)
         if self._version(ssl) != b"DTLSv1.2":
             raise KeyExportError("connection is not DTLS 1.2")
         session = self._pointer(ssl)
@@ -270,3 +289,38 @@ class SessionReader:
 def session_reader() -> SessionReader | None:
     """The process-wide `SessionReader`, loaded on first use (None if unsupported)."""
     return SessionReader.load()
+
+
+# mbedtls_ecp_group_id values of Mbed TLS 2.28 (include/mbedtls/ecp.h).
+ECP_GROUPS: dict[str, int] = {
+    "x25519": 9,
+    "secp256r1": 3,
+    "secp384r1": 4,
+    "secp521r1": 5,
+}
+
+ECDHE_PREFERENCE = ("x25519", "secp256r1", "secp384r1", "secp521r1")
+"""Our order for the ECDHE group. mbedtls' default puts secp521r1 first, and as the server it
+picks by its own order: a P-521 key exchange costs ~30% of a handshake's CPU here."""
+
+
+def prefer_ecdhe_groups(
+    context: object, buffer: object, groups: tuple[str, ...] = ECDHE_PREFERENCE
+) -> ctypes.Array[ctypes.c_int] | None:
+    """Set the ECDHE groups (in order of preference) of a python-mbedtls ServerContext.
+
+    `buffer` is any buffer made by `context` (to find and check the configuration). Returns
+    the array mbedtls now points to: the caller must keep it alive as long as `context`.
+    Returns None (nothing changed) if the library or layout is not the one this supports.
+    """
+    reader = session_reader()
+    if reader is None:
+        return None
+    try:
+        conf = config_pointer(buffer, context)
+    except KeyExportError:
+        return None
+    ids = [ECP_GROUPS[name] for name in groups] + [0]
+    array = (ctypes.c_int * len(ids))(*ids)
+    reader._conf_curves(conf, array)
+    return array

@@ -487,3 +487,27 @@ def test_lost_final_flight_is_resent_after_the_take_over() -> None:
     listener.send(ADDR, b"after")
     link.pump()
     assert b"after" in client.records()
+
+
+# -- ECDHE group preference -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ecdsa", "rsa"])
+def test_server_prefers_x25519_for_ecdhe(kind: str) -> None:
+    # mbedtls' own order starts with secp521r1, the slowest; ours starts with x25519.
+    from sengd.tunnel.records import iter_records
+
+    link = Link(
+        DtlsListener([server_credential(kind)]),
+        DtlsClient(client_identity(kind), pinned_server_cert=None),
+        ADDR,
+    )
+    link.handshake()
+    groups = [
+        int.from_bytes(bytes(record[26:28]), "big")
+        for datagram in link.server_datagrams
+        for record in iter_records(datagram)
+        # ServerKeyExchange, its first fragment (fragment offset 0)
+        if record[0] == 22 and record[13] == 12 and bytes(record[19:22]) == bytes(3)
+    ]
+    assert groups == [29]  # x25519 (RFC 8422)
