@@ -41,7 +41,7 @@ CONFIG = "/etc/seng/seng.toml"
 DB_URL = "sqlite:////var/lib/seng/seng.db"
 UNIT = "/lib/systemd/system/sengd.service"
 # What the unit file may cost at most in `systemd-analyze security` (0 = fully locked down,
-# 10 = unprotected); the unit measures 1.9.
+# 10 = unprotected); the unit measures 1.7.
 MAX_EXPOSURE = 2.5
 
 # Parts of the file system that record that something happened (package database, apt's lists
