@@ -91,6 +91,13 @@ def process_tree_cpu(root: int) -> float:
     return total
 
 
+def system_busy_seconds() -> float:
+    """CPU seconds spent non-idle by all CPUs since boot (/proc/stat: all but idle, iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in fields]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     """Resident memory of `pid` in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -40,7 +40,13 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from bench.common import median, percentile, process_tree_cpu, write_results
+from bench.common import (
+    median,
+    percentile,
+    process_tree_cpu,
+    system_busy_seconds,
+    write_results,
+)
 from bench.setup_stall import rtts
 from sengd.testing.attestation_kit import TestIas, mint_ratls_certificate
 from sengd.testing.enclave_emu import EnclaveEmulator
@@ -169,9 +175,11 @@ class Bench:
         else:
             gen = self.site.up.popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO)
         cpu0 = process_tree_cpu(self.pid)
+        busy0 = system_busy_seconds()
         out, _ = gen.communicate(json.dumps(spec), timeout=duration + 60)
         time.sleep(0.2)  # let the last packets drain through the gateway
         cpu = process_tree_cpu(self.pid) - cpu0
+        busy = system_busy_seconds() - busy0
         delivered = counter.read()
         gen_result = json.loads(out)
         self.seq += gen_result["sent"] + 1000
@@ -182,6 +190,9 @@ class Bench:
             "loss": 1 - delivered / max(1, gen_result["sent"]),
             "server_cpu_us_per_packet": cpu * 1e6 / max(1, delivered),
             "server_cpu_share": cpu / seconds,
+            "generator_cpu_share": gen_result["cpu"] / seconds,
+            # Everything else the 2 CPUs did meanwhile: other processes and kernel softirq.
+            "other_cpu_share": (busy - cpu - gen_result["cpu"]) / seconds,
         }
 
     def ping(self, samples: int) -> dict[str, float]:
@@ -249,6 +260,7 @@ def main() -> None:
                         "saturation_delivered_pps": median([r["delivered_pps"] for r in sat]),
                         "saturation_sent_pps": median([r["sent_pps"] for r in sat]),
                         "saturation_server_cpu_share": median([r["server_cpu_share"] for r in sat]),
+                        "saturation_other_cpu_share": median([r["other_cpu_share"] for r in sat]),
                         "paced_rate": args.paced_rate,
                         "paced_loss": median([r["loss"] for r in paced]),
                         "server_cpu_us_per_packet": median(
@@ -274,6 +286,7 @@ def main() -> None:
             round(r["saturation_delivered_pps"]),
             round(r["saturation_sent_pps"]),
             round(r["saturation_server_cpu_share"] * 100),
+            round(r["saturation_other_cpu_share"] * 100),
             r["server_cpu_us_per_packet"],
             f"{r['paced_loss'] * 100:.2f}%",
         )
@@ -304,6 +317,7 @@ def main() -> None:
             "saturation delivered pps",
             "generator sent pps",
             "sengd CPU % at saturation",
+            "other CPU % (processes, softirq)",
             f"sengd CPU µs/packet at {args.paced_rate:.0f} pps",
             "loss when paced",
         ),
