@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console
-from textual.app import App
+from textual.app import App, ScreenStackError
 from textual.pilot import Pilot
 
 from sengd.testing.attestation_kit import TestIas
@@ -45,14 +45,18 @@ async def wait_until(
 ) -> float:
     """Let the app run until `condition()` holds; the seconds it took. Fails after `timeout`."""
     started = time.monotonic()
-    while not condition():
+    while not _holds(condition):
         if time.monotonic() - started > timeout:
             raise AssertionError(f"{what} not reached in {timeout} s")
         await pilot.pause(0.02)
     return time.monotonic() - started
 
 
-Step = Callable[[Pilot[Any]], Awaitable[None]]
+def _holds(condition: Callable[[], bool]) -> bool:
+    try:
+        return condition()
+    except ScreenStackError:  # between two screens while a mode switches
+        return False
 
 
 def screen_text(app: App[Any]) -> str:

@@ -200,9 +200,12 @@ def test_daemon_restart_shows_disconnected_and_reconnects_by_itself(
             assert app.screen.has_class("-stale")
             await asyncio.to_thread(site.start)
             await wait_until(pilot, lambda: app.state.connected, timeout=10, what="reconnected")
-            # The restarted daemon closed the old session: the table follows its new state.
+            # The old daemon closed the session on shutdown; the new one has none.
             await wait_until(pilot, lambda: table_keys(app) == [], what="old session gone")
-            assert "● connected" in screen_text(app)
+            await wait_until(
+                pilot, lambda: "● connected" in screen_text(app), what="the header saying so"
+            )
+            assert not app.screen.has_class("-stale")
             await connect(site, site.emulator(minted))
             await wait_until(pilot, lambda: len(table_keys(app)) == 1, what="new session")
 
