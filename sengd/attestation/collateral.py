@@ -28,6 +28,7 @@ it (verification itself never waits for the network).
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ FILES = {
 }
 """Collateral directory file names (PCS responses, exactly as PCS serves them)."""
 MAX_FILE_BYTES = 256 * 1024
+_PCK_DIR = re.compile(r"pck-([0-9a-f]{32})")
+"""A PCCS cache directory of a PCK certificate, named after its encrypted PPID's key."""
 MAX_PCK_CHAINS = 4096
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 T = TypeVar("T")
@@ -120,11 +123,20 @@ class VerifiedQeIdentity:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedPck:
-    """A PCK certificate chain from collateral (quotes of certification data type 1-3)."""
+    """A PCK certificate chain from collateral (quotes of certification data type 1-3).
+
+    `ppid_key` names the encrypted PPID a PCCS returned it for (`ppid_key()`), so that a
+    quote's PCK certificate is found without trying every certificate the store holds."""
 
     chain: VerifiedChain
     extensions: PckExtensions
     source: str
+    ppid_key: bytes | None = None
+
+
+def ppid_key(encrypted_ppid: bytes) -> bytes:
+    """The index of a PCK certificate fetched for an encrypted PPID (16 bytes of SHA-256)."""
+    return hashlib.sha256(encrypted_ppid).digest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +152,7 @@ class RawCollateral:
     pck_crl_issuer_chain: bytes | None = None
     pck_cert_chain: bytes | None = None
     source: str = "<collateral>"
+    pck_ppid_key: bytes | None = None  # the encrypted PPID the PCK chain was fetched for
 
     def is_empty(self) -> bool:
         """Whether no item is present."""
@@ -237,7 +250,12 @@ def verify_pck_crl(
 
 
 def verify_pck_chain(
-    pem: bytes, anchors: Sequence[SgxRootAnchor], source: str = "-", *, urlencoded_ok: bool = True
+    pem: bytes,
+    anchors: Sequence[SgxRootAnchor],
+    source: str = "-",
+    *,
+    urlencoded_ok: bool = True,
+    ppid: bytes | None = None,
 ) -> VerifiedPck:
     """A PCK certificate followed by its issuer chain (PEM), with its SGX extension."""
     if not urlencoded_ok and pem.startswith(b"-----BEGIN%20"):
@@ -247,7 +265,7 @@ def verify_pck_chain(
         chain = verify_chain(ders, anchors, what="PCK chain")
     except ChainError as exc:
         raise AttestationError(Reason.PCK_CHAIN_UNTRUSTED, str(exc)) from None
-    return VerifiedPck(chain, pck_extensions(chain.leaf), source)
+    return VerifiedPck(chain, pck_extensions(chain.leaf), source, ppid)
 
 
 # -- bundles ----------------------------------------------------------------------------------
@@ -273,7 +291,7 @@ def _crl_key(item: VerifiedCrl) -> bytes:
 
 
 def _pck_key(item: VerifiedPck) -> bytes:
-    return item.chain.leaf.sha256
+    return item.chain.leaf.sha256 + (item.ppid_key or b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,9 +430,12 @@ def verify_raw_items(
             ((b"pck-crl", *p), lambda: Collateral(pck_crls=(verify_pck_crl(*p, anchors),)))
         )
     if raw.pck_cert_chain is not None:
-        c = raw.pck_cert_chain
+        c, key = raw.pck_cert_chain, raw.pck_ppid_key
         checks.append(
-            ((b"pck", c), lambda: Collateral(pck_chains=(verify_pck_chain(c, anchors, src),)))
+            (
+                (b"pck", c, key or b""),
+                lambda: Collateral(pck_chains=(verify_pck_chain(c, anchors, src, ppid=key),)),
+            )
         )
     for parts, check in checks:
         try:
@@ -457,7 +478,9 @@ def read_collateral_dir(path: Path | str) -> RawCollateral:
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a directory")
     values = {name: _read(folder / filename) for name, filename in FILES.items()}
-    return RawCollateral(**values, source=str(folder))
+    match = _PCK_DIR.fullmatch(folder.name)
+    key = bytes.fromhex(match.group(1)) if match else None
+    return RawCollateral(**values, source=str(folder), pck_ppid_key=key)
 
 
 def collateral_dirs(path: Path | str) -> list[Path]:

@@ -49,10 +49,16 @@ from sengd.attestation.collateral import (
     VerifiedQeIdentity,
     VerifiedTcbInfo,
     cached_verification,
+    ppid_key,
     verify_pck_chain,
 )
 from sengd.attestation.crl import VerifiedCrl
-from sengd.attestation.dcap_quote import CERT_DATA_PCK_CHAIN, DcapQuote, parse_dcap_quote
+from sengd.attestation.dcap_quote import (
+    CERT_DATA_PCK_CHAIN,
+    CERT_DATA_PPID_CLEARTEXT,
+    DcapQuote,
+    parse_dcap_quote,
+)
 from sengd.attestation.errors import AttestationError, Reason
 from sengd.attestation.qe_identity import match_qe
 from sengd.attestation.tcb import REVOKED, TcbLevel, converge, merge_advisories
@@ -120,9 +126,32 @@ def pck_from_quote(
     )
 
 
+MAX_PCK_TRIES = 8
+"""Signature checks spent at most on finding the PCK certificate of a quote without one."""
+
+
+def _pck_candidates(quote: DcapQuote, candidates: Iterable[VerifiedPck]) -> list[VerifiedPck]:
+    """The certificates that can belong to the quote, most specific first.
+
+    Type 1 names its PPID in clear: only the certificate with that PPID. Types 2/3: the one a
+    PCCS returned for this encrypted PPID, then certificates of unknown origin (the
+    certificate's own .7, a collateral directory), never more than `MAX_PCK_TRIES`: a peer
+    cannot make the verifier try every certificate it holds."""
+    ppid = quote.ppid
+    if ppid is None:
+        return []
+    if quote.cert_data_type == CERT_DATA_PPID_CLEARTEXT:
+        return [c for c in candidates if c.extensions.ppid == ppid.ppid][:MAX_PCK_TRIES]
+    key = ppid_key(ppid.ppid)
+    pool = list(candidates)
+    named = [c for c in pool if c.ppid_key == key]
+    anonymous = [c for c in pool if c.ppid_key is None]
+    return (named + anonymous)[:MAX_PCK_TRIES]
+
+
 def select_pck(quote: DcapQuote, candidates: Iterable[VerifiedPck]) -> VerifiedPck | None:
     """The candidate whose key signed the QE report (types 1-3 name no certificate)."""
-    for candidate in candidates:
+    for candidate in _pck_candidates(quote, candidates):
         if _verifies(
             candidate.chain.leaf.public_key, quote.qe_report_signature, quote.qe_report.raw
         ):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import hashlib
 import logging
 import os
 import ssl
@@ -53,6 +52,7 @@ from sengd.attestation.collateral import (
     CollateralStore,
     PckRequest,
     RawCollateral,
+    ppid_key,
 )
 from sengd.eventlog import emit
 
@@ -194,7 +194,11 @@ class PccsClient:
         )
         chain = urllib.parse.unquote_to_bytes(self._header(answer, (PCK_CHAIN_HEADER,), "pckcert"))
         leaf = answer.body if answer.body.endswith(b"\n") else answer.body + b"\n"
-        return RawCollateral(pck_cert_chain=leaf + chain, source="PCCS pckcert")
+        return RawCollateral(
+            pck_cert_chain=leaf + chain,
+            source="PCCS pckcert",
+            pck_ppid_key=ppid_key(request.encrypted_ppid),
+        )
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -358,7 +362,7 @@ class CollateralFetcher:
                 store, _Job(f"fmspc-{fmspc.hex().upper()}", _bind_tcb(self.client, fmspc))
             )
         for request in pcks:
-            name = "pck-" + hashlib.sha256(request.encrypted_ppid).hexdigest()[:16]
+            name = "pck-" + ppid_key(request.encrypted_ppid).hex()
             if self._run_job(store, _Job(name, _bind_pck(self.client, request))):
                 store.forget_pck_request(request)
 

@@ -43,6 +43,7 @@ from cryptography.x509.oid import NameOID
 from sengd.attestation.collateral import FILES, RawCollateral
 from sengd.attestation.dcap_quote import (
     CERT_DATA_PCK_CHAIN,
+    CERT_DATA_PPID_CLEARTEXT,
     CERT_DATA_PPID_RSA3072,
     build_dcap_quote,
     build_report_body,
@@ -615,9 +616,15 @@ class DcapPlatform:
                 + self.extensions.pce_svn.to_bytes(2, "little")
                 + self.extensions.pce_id
             )
+        elif cert_data_type == CERT_DATA_PPID_CLEARTEXT:
+            cert_data = (
+                self.extensions.ppid
+                + self.extensions.cpu_svn
+                + self.extensions.pce_svn.to_bytes(2, "little")
+            )
         else:
             raise ValueError(
-                f"the kit makes certification data of type 5 or 3, not {cert_data_type}"
+                f"the kit makes certification data of type 5, 3 or 1, not {cert_data_type}"
             )
         return build_dcap_quote(
             report_body=body,
@@ -633,9 +640,16 @@ class DcapPlatform:
             user_data=hashlib.sha256(self.extensions.ppid).digest()[:16] + bytes(4),
         )
 
-    def pck_collateral(self) -> RawCollateral:
-        """The PCK certificate chain as collateral (for type-3 quotes)."""
-        return RawCollateral(pck_cert_chain=self.pck_chain_pem, source="dcap kit PCK")
+    def pck_collateral(self, *, fetched: bool = False) -> RawCollateral:
+        """The PCK certificate chain as collateral (for type-1/3 quotes); `fetched`: as a
+        PCCS answer for this platform's encrypted PPID."""
+        from sengd.attestation.collateral import ppid_key
+
+        return RawCollateral(
+            pck_cert_chain=self.pck_chain_pem,
+            source="dcap kit PCK",
+            pck_ppid_key=ppid_key(self.encrypted_ppid) if fetched else None,
+        )
 
 
 # -- RA-TLS certificates ----------------------------------------------------------------------

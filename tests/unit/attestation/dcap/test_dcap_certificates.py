@@ -543,6 +543,31 @@ def test_a_type3_quote_takes_its_pck_certificate_from_the_store(
     assert verify_certificate(cert, trust, NOW).dcap is not None
 
 
+def test_finding_the_pck_certificate_costs_a_bounded_number_of_checks(
+    pki: DcapTestPki, platform: DcapPlatform, make_trust: TrustFactory
+) -> None:
+    from sengd.attestation.dcap import MAX_PCK_TRIES
+
+    trust = make_trust()
+    store = trust.collateral
+    assert store is not None
+    strangers = [DcapPlatform.create(pki) for _ in range(MAX_PCK_TRIES)]
+    for stranger in strangers:
+        assert store.load_raw(stranger.pck_collateral()) == []
+    assert store.load_raw(platform.pck_collateral()) == []
+    cert3 = gramine(platform, cert_data_type=CERT_DATA_PPID_RSA3072).cert_der
+    # eight certificates of unknown origin come first: the ninth is never tried
+    assert rejected(cert3, trust).reason is Reason.COLLATERAL_MISSING
+    # the one a PCCS returned for this encrypted PPID is tried first
+    assert store.load_raw(platform.pck_collateral(fetched=True)) == []
+    assert verify_certificate(cert3, trust, NOW).tcb_status == "UpToDate"
+    # a clear-text PPID (type 1) names its certificate exactly
+    cert1 = gramine(platform, cert_data_type=1).cert_der
+    assert verify_certificate(cert1, trust, NOW).dcap is not None
+    cert1_stranger = gramine(strangers[0], cert_data_type=1).cert_der
+    assert verify_certificate(cert1_stranger, trust, NOW).tcb_status == "UpToDate"
+
+
 def test_the_cache_rechecks_time_and_collateral(
     pki: DcapTestPki, platform: DcapPlatform, make_trust: TrustFactory
 ) -> None:

@@ -196,8 +196,16 @@ def test_pck_certificate_of_an_encrypted_ppid_quote(tmp_path: Path) -> None:
     trust = TrustConfig.builtin(
         sgx_roots=store.anchors, dcap_require_crls=False, dcap_require_qe_identity=False
     )
+    (fetched,) = store.snapshot().pck_chains
+    assert fetched.ppid_key is not None
     verdict = verify_quote(quote_bytes, store.snapshot(), trust, RATLS_2019_AT)
-    assert verdict.status == "UpToDate"
+    assert verdict.status == "UpToDate" and verdict.facts.pck is fetched
+    # cached under the PPID's key, and read back with it
+    (folder,) = (tmp_path / "cache").glob("pck-*")
+    assert folder.name == "pck-" + fetched.ppid_key.hex()
+    again = intel_store()
+    assert again.load_tree(tmp_path / "cache") == []
+    assert again.snapshot().pck_chains[0].ppid_key == fetched.ppid_key
 
 
 def test_background_fetch_never_blocks_verification(tmp_path: Path) -> None:
