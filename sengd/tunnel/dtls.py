@@ -22,11 +22,12 @@ How a client gets in:
 
 4. Records of an established connection are taken over from mbedtls (`export_keys`): keys
    exported from mbedtls, AES-GCM through `cryptography`, our own anti-replay window, alerts
-   and close_notify (`recordlayer.py`, `keyexport.py`). The switch happens at the client's
-   first record (mbedtls' saved context) or, if the client has not sent one, at our first
-   `send()` (the session's master secret, accepted only if it reproduces the record mbedtls
-   just encrypted). mbedtls' ~100 KB of per-connection state is freed then. Should the client
-   retransmit its last flight afterwards, our last flight is resent as mbedtls would.
+   and close_notify (`recordlayer.py`, `keyexport.py`). The switch happens when the handshake
+   completes (the session's master secret, accepted only if the derived keys decrypt the
+   Finished mbedtls encrypted) or, failing that, at the client's first record (mbedtls'
+   saved context). mbedtls' ~100 KB
+   of per-connection state is freed then. Should the client retransmit its last flight
+   afterwards, our last flight is resent as mbedtls would.
 
 A ClientHello with a new random from an address that already has a connection goes through the
 lobby too; the old connection is replaced (`ConnectionClosed(..., REPLACED)`) only when the new
@@ -337,7 +338,6 @@ class _Connection:
         "client_random",
         "deadline",
         "established",
-        "export_tried",
         "final_flight",
         "host",
         "peer_spoke",
@@ -368,7 +368,6 @@ class _Connection:
         client flight once mbedtls' state is gone)."""
         self.peer_spoke = False
         """The client sent a record after the handshake (so it has our Finished)."""
-        self.export_tried = False
         self.slot = slot
         self.client_random = client_random
         self.deadline = deadline
@@ -595,8 +594,6 @@ class DtlsListener:
             record = buf.peek_outgoing(pending)
             buf.consume_outgoing(pending)
             self._out.append((record, addr))
-            if self.export_keys and not conn.export_tried and not conn.peer_spoke:
-                self._take_over_on_send(conn, buf, record, plaintext)
         else:
             self._flush(conn)
 
@@ -805,6 +802,17 @@ class DtlsListener:
         # The datagram that finished the handshake may carry application data as well.
         if buf._input_buffer:
             self._read(conn, b"")
+        # Take the records over now rather than at the first record sent or received: on
+        # tunnel #2 the client never sends, and sending may be a long way off.
+        if (
+            self.export_keys
+            and conn.records is None
+            and conn.buf is buf
+            and self._conns.get(conn.addr) is conn
+        ):
+            finished = _epoch1_record(conn.final_flight)
+            if finished is not None:
+                self._take_over_from_session(conn, buf, finished)
 
     def _read(self, conn: _Connection, data: bytes) -> None:
         """Decrypt every record of one datagram on an established connection."""
@@ -883,24 +891,22 @@ class DtlsListener:
         conn.buf = None
         self.exported += 1
 
-    def _take_over_on_send(
+    def _take_over_from_session(
         self,
         conn: _Connection,
         buf: mbedtls_tls.TLSWrappedBuffer,
-        record: bytes,
-        plaintext: bytes,
+        finished: bytes,
     ) -> None:
-        """Take the records of `conn` over from mbedtls when the client has not sent any.
+        """Take the records of `conn` over from mbedtls at the end of the handshake.
 
         mbedtls cannot save such a context (it keeps its handshake state until the client's
         first record, which on tunnel #2 never comes), so the master secret is read through
         `SessionReader`, and the keys derived from it are accepted only if they decrypt
-        `record`, which mbedtls just encrypted from `plaintext`. Should the client not have
-        received our Finished, `final_flight` is resent when its flight is retransmitted.
+        `finished`, our Finished as mbedtls encrypted it. Should the client not have received
+        it, `final_flight` is resent when the client retransmits its own last flight.
         """
-        conn.export_tried = True
         reader = session_reader()
-        if reader is None or not conn.server_random or record[3:5] != b"\x00\x01":
+        if reader is None or not conn.server_random or finished[3:5] != b"\x00\x01":
             return
         try:
             suite_id, master = reader.master_secret(buf, conn.slot.context)
@@ -913,7 +919,7 @@ class DtlsListener:
                 server_random=conn.server_random,
                 client_random=conn.client_random,
                 epoch=1,
-                out_seq=int.from_bytes(record[5:11], "big") + 1,
+                out_seq=int.from_bytes(finished[5:11], "big") + 1,
                 in_top=0,  # the client's Finished, its only record so far
                 in_window=1,
             )
@@ -925,8 +931,8 @@ class DtlsListener:
                 write_salt=keys.client_salt,
                 epoch=1,
             )
-            if check.open(record) != (CONTENT_APPLICATION_DATA, plaintext):
-                raise KeyExportError("derived keys do not reproduce mbedtls' record")
+            if check.open(finished)[0] != CONTENT_HANDSHAKE:
+                raise KeyExportError("derived keys do not reproduce mbedtls' Finished")
         except (KeyExportError, RecordRejected) as exc:
             self.export_failures += 1
             _log.warning("records stay with mbedtls for %s:%s: %s", *conn.addr, exc)
@@ -1038,6 +1044,18 @@ class DtlsListener:
             self._pending_by_host[host] = left
         else:
             self._pending_by_host.pop(host, None)
+
+
+def _epoch1_record(datagrams: Sequence[bytes]) -> bytes | None:
+    """The first record of epoch 1 (our encrypted Finished) in `datagrams`, or None."""
+    for datagram in datagrams:
+        try:
+            for record in iter_records(datagram):
+                if record[3] == 0 and record[4] == 1:
+                    return bytes(record)
+        except RecordError:
+            return None
+    return None
 
 
 def _server_random(datagram: bytes) -> bytes:

@@ -226,6 +226,7 @@ def test_failed_export_leaves_mbedtls_in_charge(monkeypatch: pytest.MonkeyPatch)
         raise KeyExportError("unsupported saved-context header (test)")
 
     monkeypatch.setattr(dtls_module, "parse_context", refuse)
+    monkeypatch.setattr(dtls_module, "session_reader", lambda: None)  # an unknown library
     link = connected(export=True, first=False)
     link.client.send(b"first")
     link.pump()
@@ -434,14 +435,14 @@ def test_replay_window_matches_a_reference_model(order: list[int]) -> None:
 
 
 @pytest.mark.parametrize("kind", ["ecdsa", "rsa"])
-def test_take_over_on_the_first_send_when_the_client_is_silent(kind: str) -> None:
+def test_take_over_at_completion_when_the_client_is_silent(kind: str) -> None:
     link = connected(kind, first=False)
+    assert link.listener.exported == 1 and link.listener.export_failures == 0
+    conn = link.listener._conns[ADDR]
+    assert conn.buf is None and conn.records is not None  # before anything was sent
     payloads = [b"p%d" % index for index in range(5)]
     for payload in payloads:
         link.listener.send(ADDR, payload)
-    assert link.listener.exported == 1 and link.listener.export_failures == 0
-    conn = link.listener._conns[ADDR]
-    assert conn.buf is None and conn.records is not None
     link.pump()
     assert link.client.records() == payloads
     # The client may still speak afterwards: its records are accepted, replays are not.
@@ -450,13 +451,16 @@ def test_take_over_on_the_first_send_when_the_client_is_silent(kind: str) -> Non
     assert app_data(link) == [b"late"]
 
 
-def test_keys_that_do_not_reproduce_mbedtls_record_are_not_used() -> None:
-    link = connected(first=False)
-    conn = link.listener._conns[ADDR]
-    conn.server_random = bytes(32)  # a wrong random derives wrong keys
-    link.listener.send(ADDR, b"one")
+def test_keys_that_do_not_reproduce_mbedtls_record_are_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dtls_module, "_server_random", lambda _datagram: bytes(32))
+    link = connected(first=False)  # a wrong server random derives wrong keys
     assert link.listener.exported == 0 and link.listener.export_failures == 1
+    conn = link.listener._conns[ADDR]
     assert conn.records is None and conn.buf is not None
+    link.listener.send(ADDR, b"one")  # no second attempt with the same wrong keys
+    assert link.listener.export_failures == 1
     link.listener.send(ADDR, b"two")
     link.pump()
     assert link.client.records() == [b"one", b"two"]
@@ -481,8 +485,8 @@ def test_lost_final_flight_is_resent_after_the_take_over() -> None:
     client.start()
     link.run(until=lambda: listener.is_established(ADDR), timeout=5)
     assert dropped and not client.established
-    listener.send(ADDR, b"early")  # the take-over happens while the client still waits
-    assert listener.exported == 1
+    assert listener.exported == 1  # the take-over happened while the client still waits
+    listener.send(ADDR, b"early")
     link.run(until=lambda: client.established, timeout=5)  # its retransmission gets an answer
     listener.send(ADDR, b"after")
     link.pump()
