@@ -196,10 +196,6 @@ class SengDashboard(App[int]):
         """Call `method` on the daemon (`Unreachable`, `RpcError` on failure)."""
         return await self.link.call(method, params)
 
-    def changed(self, *parts: str) -> None:
-        """Tell the screens soon that `parts` of the state changed."""
-        self._dirty |= set(parts)
-
     @property
     def is_admin(self) -> bool:
         """True when the daemon said we may change things."""
