@@ -221,6 +221,24 @@ def test_server_sequence_numbers_continue_from_mbedtls() -> None:
     assert link.client.records() == [*before, b"after 0", b"after 1", b"after 2"]
 
 
+@pytest.mark.parametrize("kind", ["ecdsa", "rsa"])
+def test_saved_context_route_when_the_session_cannot_be_read(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dtls_module, "session_reader", lambda: None)
+    link = connected(kind, first=False)
+    assert link.listener.exported == 0
+    link.listener.send(ADDR, b"assignment")  # still by mbedtls
+    link.client.send(b"first")
+    link.pump()
+    assert link.listener.exported == 1 and link.listener._conns[ADDR].buf is None
+    deliver(link, *client_records(link, b"second"))
+    link.listener.send(ADDR, b"reply")
+    link.pump()
+    assert app_data(link) == [b"first", b"second"]
+    assert link.client.records() == [b"assignment", b"reply"]
+
+
 def test_failed_export_leaves_mbedtls_in_charge(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(_blob: bytes) -> Any:
         raise KeyExportError("unsupported saved-context header (test)")
