@@ -6,8 +6,8 @@ repository, so that a day's test runs start from the same pristine system in sec
 tarball is never modified, every test gets its own copy.
 
 `Chroot` mounts what programs in it need (/proc, a private /dev with the device nodes udev
-would create, the apt archive cache) and always unmounts it again: `close()` refuses to delete
-a tree that still has anything mounted in it.
+would create), gives apt the .debs earlier runs downloaded, and always unmounts again:
+`close()` refuses to delete a tree that still has anything mounted in it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CACHE_DIR = Path(os.environ.get("SENG_TEST_CACHE", "/var/cache/seng-gateway-tests"))
+APT_CACHE = CACHE_DIR / "apt-archives"
 SUITE = "bookworm"
 
 # (name, major, minor, mode) of the device nodes a Debian system has under udev; /dev/net/tun
@@ -154,15 +155,30 @@ class Chroot:
             run(["tar", "-C", str(root), "--numeric-owner", "-xzf", str(tarball)])
             chroot._mount(["-t", "proc", "proc"], root / "proc")
             chroot._make_dev()
-            archives = CACHE_DIR / "apt-archives"
-            (archives / "partial").mkdir(parents=True, exist_ok=True)
-            chroot._mount(["--bind", str(archives)], root / "var/cache/apt/archives")
+            chroot._seed_apt_cache()
             (root / "etc/apt/sources.list").write_text(mirrors.sources_list())
             shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
         except BaseException:
             chroot.close()
             raise
         return chroot
+
+    def _seed_apt_cache(self) -> None:
+        # Copies, not a shared bind mount: concurrent test runs must not meet on apt's lock.
+        # apt verifies every cached .deb against the mirror's signed indexes before use.
+        archives = self.path("/var/cache/apt/archives")
+        for deb in APT_CACHE.glob("*.deb"):
+            shutil.copy2(deb, archives / deb.name)
+
+    def save_apt_cache(self) -> None:
+        """Keep the .debs apt downloaded for the next run (written atomically)."""
+        APT_CACHE.mkdir(parents=True, exist_ok=True)
+        for deb in self.path("/var/cache/apt/archives").glob("*.deb"):
+            target = APT_CACHE / deb.name
+            if not target.exists():
+                partial = APT_CACHE / f".{deb.name}.{os.getpid()}"
+                shutil.copy2(deb, partial)
+                partial.rename(target)
 
     def _mount(self, args: list[str], target: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)

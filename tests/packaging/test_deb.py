@@ -95,7 +95,7 @@ def package_names(relations: str) -> list[str]:
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int, str]]:
     """path -> (mode, uid, gid, content hash or link target) of the tree, mounts excluded."""
-    skip = {root / "proc", root / "dev", root / "sys", root / "var/cache/apt/archives"}
+    skip = {root / "proc", root / "dev", root / "sys"}
     result: dict[str, tuple[int, int, int, str]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
@@ -222,6 +222,7 @@ def test_install_run_upgrade_purge_in_fresh_bookworm(deb: Path, chroot: Chroot) 
     # man-db: systemd-analyze verify checks the unit's Documentation=man:... pages with it.
     box.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "man-db",
             *depends, *recommends)  # fmt: skip
+    box.save_apt_cache()
     assert not box.run("dpkg-query", "-W", "seng-gateway", check=False).stdout
 
     before = snapshot(box.root)
@@ -409,6 +410,7 @@ def test_sengd_service_runs_hardened_under_booted_systemd(deb: Path, chroot: Chr
     box.run("apt-get", "install", "-y", "-qq", "--no-install-recommends", "systemd-sysv", "man-db",
             *package_names(control_field(deb, "Depends")),
             *package_names(control_field(deb, "Recommends")))  # fmt: skip
+    box.save_apt_cache()
     shutil.copy(deb, box.path("/tmp"))
     box.run("apt-get", "install", "-y", f"/tmp/{deb.name}")
     box.path("/etc/systemd/system/seng-test-tun.service").write_text(TUN_MODE_UNIT)
