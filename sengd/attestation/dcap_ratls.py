@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -32,6 +31,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from sengd.attestation.collateral import RawCollateral
 from sengd.attestation.errors import AttestationError, Reason
+from sengd.attestation.pem import PemError, url_decode_pem
 from sengd.attestation.ratls import DCAP_OIDS, SENG_EPID_OIDS, SENG_OID_ARC
 
 OID_QUOTE = x509.ObjectIdentifier(f"{SENG_OID_ARC}.6")
@@ -91,16 +91,19 @@ def has_dcap_evidence(cert: x509.Certificate) -> bool:
 
 def _plain_pem(value: bytes) -> bytes:
     """PEM text as the extension holds it, URL-decoded if it is URL-encoded."""
-    if value.startswith(b"-----BEGIN%20"):
-        return urllib.parse.unquote_to_bytes(value)
-    return value
+    try:
+        return url_decode_pem(value)
+    except PemError as exc:
+        raise AttestationError(
+            Reason.EXTENSION_MALFORMED, f"unreadable PEM chain ({exc})"
+        ) from None
 
 
 def extract_dcap_payload(cert: x509.Certificate) -> DcapPayload:
     """Find the DCAP extensions (each at most once, .6 required) and sort them by role.
 
-    Raises `cert-critical-extension`, `extension-duplicated`, `extension-missing` or
-    `cert-malformed`.
+    Raises `cert-critical-extension`, `extension-duplicated`, `extension-missing`,
+    `extension-malformed` (a PEM chain that is not strictly URL-encoded) or `cert-malformed`.
     """
     found: dict[x509.ObjectIdentifier, bytes] = {}
     try:

@@ -54,6 +54,7 @@ from sengd.attestation.collateral import (
     RawCollateral,
     ppid_key,
 )
+from sengd.attestation.pem import PemError, url_decode_pem
 from sengd.eventlog import emit
 
 log = logging.getLogger("sengd.pccs")
@@ -146,10 +147,14 @@ class PccsClient:
 
     @staticmethod
     def _header(response: Response, names: tuple[str, ...], what: str) -> bytes:
+        """An issuer chain header, URL-decoded: the cache keeps plain PEM, like PCS files."""
         for name in names:
             value = response.headers.get(name.lower())
             if value:
-                return value.encode("latin-1")
+                try:
+                    return url_decode_pem(value.encode("latin-1"))
+                except (PemError, UnicodeEncodeError) as exc:
+                    raise PccsError(f"{what}: unreadable {name} header ({exc})") from None
         raise PccsError(f"{what}: no {names[0]} header")
 
     def tcb_info(self, fmspc: bytes) -> RawCollateral:
@@ -192,7 +197,7 @@ class PccsClient:
                 "pceid": request.pce_id.hex(),
             },
         )
-        chain = urllib.parse.unquote_to_bytes(self._header(answer, (PCK_CHAIN_HEADER,), "pckcert"))
+        chain = self._header(answer, (PCK_CHAIN_HEADER,), "pckcert")
         leaf = answer.body if answer.body.endswith(b"\n") else answer.body + b"\n"
         return RawCollateral(
             pck_cert_chain=leaf + chain,

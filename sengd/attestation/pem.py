@@ -4,12 +4,15 @@ DCAP evidence carries certificates as PEM text (the PCK chain inside the quote, 
 chains of the collateral, the sgx-ra-tls extensions). None of that text is signed, so a lenient
 parser would accept two byte strings for one certificate. This one accepts exactly: blocks of
 `-----BEGIN <label>-----`, base64 lines of 1-76 characters that decode canonically, and
-`-----END <label>-----`, separated by single newlines; after the last block at most one newline
-and one NUL byte (the quote's certification data ends with one). Anything else is a `PemError`.
+`-----END <label>-----`, separated by single newlines; after the last block nothing, one
+newline, or (where `allow_nul`) one newline and one NUL byte, as the quote's certification data
+ends. Anything else is a `PemError`: no two different texts that a single changed byte turns
+into each other carry the same certificates.
 """
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 from sengd.attestation.b64 import strict_b64decode
@@ -18,6 +21,7 @@ CERTIFICATE = "CERTIFICATE"
 X509_CRL = "X509 CRL"
 MAX_LINE = 76
 MAX_BLOCKS = 8
+_ESCAPES = re.compile(rb"(?:[^%]|%[0-9A-F]{2})*")
 
 
 class PemError(ValueError):
@@ -50,7 +54,7 @@ def _block(lines: list[bytes], start: int, label: bytes) -> tuple[bytes, int]:
 def parse_pem(data: bytes, label: str = CERTIFICATE, *, allow_nul: bool = True) -> list[bytes]:
     """The DER contents of every `label` block in `data`, in order (at least one)."""
     text = bytes(data)
-    if allow_nul and text.endswith(b"\0"):
+    if allow_nul and text.endswith(b"\n\0"):
         text = text[:-1]
     if text.endswith(b"\n"):
         text = text[:-1]
@@ -72,14 +76,22 @@ def parse_pem_or_urlencoded(data: bytes, label: str = CERTIFICATE) -> list[bytes
     """`parse_pem`, also accepting the URL-encoded form PCS puts into HTTP headers.
 
     URL-encoded text is recognised by its first bytes (`-----BEGIN%20`); it must decode to
-    strict PEM, and re-encoding is not required to match (the header form is not canonical).
+    strict PEM, with no raw whitespace and upper-case hex in its escapes (`%0A`, as PCS writes
+    them), so that no single changed byte (`%0a`) spells the same text another way.
     """
+    return parse_pem(url_decode_pem(data), label)
+
+
+def url_decode_pem(data: bytes) -> bytes:
+    """URL-encoded PEM as plain text (strictly, see `parse_pem_or_urlencoded`); plain text as is."""
     text = bytes(data)
-    if text.startswith(b"-----BEGIN%20"):
-        if any(c in text for c in b"\n\r \0"):
-            raise PemError("URL-encoded PEM must not contain raw whitespace")
-        text = urllib.parse.unquote_to_bytes(text)
-    return parse_pem(text, label)
+    if not text.startswith(b"-----BEGIN%20"):
+        return text
+    if any(c in text for c in b"\n\r \0"):
+        raise PemError("URL-encoded PEM must not contain raw whitespace")
+    if not _ESCAPES.fullmatch(text):
+        raise PemError("URL-encoded PEM must escape with % and two upper-case hex digits")
+    return urllib.parse.unquote_to_bytes(text)
 
 
 def is_pem(data: bytes, label: str) -> bool:

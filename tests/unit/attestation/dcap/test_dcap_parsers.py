@@ -164,6 +164,7 @@ def test_pem_accepts_what_intel_writes() -> None:
         lambda t: t.replace(b"\n", b"\r\n"),
         lambda t: t + b"\n",
         lambda t: t + b"\0\0",
+        lambda t: t[:-1] + b"\0",
         lambda t: t.replace(b"-----\n-----", b"-----\n\n-----", 1),
         lambda t: t.replace(b"CERTIFICATE", b"X509 CRL", 1),
         lambda t: b" " + t,
@@ -176,6 +177,7 @@ def test_pem_accepts_what_intel_writes() -> None:
         "crlf",
         "two-newlines",
         "two-nuls",
+        "nul-without-newline",
         "blank-line",
         "label",
         "leading-space",
@@ -209,6 +211,11 @@ def test_url_encoded_pem() -> None:
     assert parse_pem_or_urlencoded(encoded) == parse_pem(REAL_CHAIN)
     with pytest.raises(PemError):
         parse_pem_or_urlencoded(encoded + b"\n")
+    # %0a means %0A: one changed byte would spell the same chain another way
+    with pytest.raises(PemError, match="upper-case"):
+        parse_pem_or_urlencoded(encoded.replace(b"%0A", b"%0a", 1))
+    with pytest.raises(PemError, match="upper-case"):
+        parse_pem_or_urlencoded(encoded + b"%4")
 
 
 @FUZZ

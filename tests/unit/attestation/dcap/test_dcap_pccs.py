@@ -116,6 +116,8 @@ def test_fetcher_round_fills_store_and_cache_and_a_restart_needs_no_pccs(
     ]
     raw = read_collateral_dir(cache / "fmspc-00A067110000")
     assert raw.tcb_info == qvl_collateral().tcb_info
+    # the chain arrived URL-encoded in a header and is cached as plain PEM, like PCS files
+    assert raw.tcb_info_issuer_chain == qvl_collateral().tcb_info_issuer_chain
     # the Root CA CRL arrived as hex and is cached as DER
     assert read_collateral_dir(cache / "root").root_ca_crl == qvl_collateral().root_ca_crl
     # restart with the PCCS gone: the cache alone is enough
