@@ -22,7 +22,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -35,7 +34,7 @@ from sengd.store.db import open_database, session_factory
 from sengd.store.models import App, Category
 from sengd.testing.attestation_kit import TestIas, mint_ratls_certificate
 from sengd.testing.enclave_emu import EnclaveEmulator
-from tests.integration.netns import Netns, in_netns, topology
+from tests.integration.netns import Netns, in_netns
 from tests.integration.site import UP_ADDR, Site
 
 pytestmark = pytest.mark.integration
@@ -54,23 +53,6 @@ chain admin_forward {
     ip saddr @app_b icmp type echo-request accept
 }
 """
-
-
-@pytest.fixture(scope="module")
-def ias() -> TestIas:
-    return TestIas.create()
-
-
-@pytest.fixture
-def site(ias: TestIas, tmp_path: Path) -> Iterator[Site]:
-    with topology() as topo:
-        s = Site(topo, tmp_path, ias)
-        try:
-            yield s
-        finally:
-            if s.process is not None and s.process.poll() is None:
-                s.process.send_signal(signal.SIGKILL)
-                s.process.wait(10)
 
 
 def enable_firewall(site: Site, rules: str | None, extra: str = "") -> Path:

@@ -14,8 +14,6 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -29,7 +27,7 @@ from sengd.testing.attestation_kit import (
     seng_report_data,
 )
 from sengd.testing.enclave_emu import EmulatorError, TunnelClosed
-from tests.integration.netns import in_netns, topology
+from tests.integration.netns import in_netns
 from tests.integration.site import EH_ADDR, GW_ADDR, PORT, UP_ADDR, Site, env_with_repo
 
 pytestmark = pytest.mark.integration
@@ -37,23 +35,6 @@ pytestmark = pytest.mark.integration
 MR_A = bytes.fromhex("a1" * 32)
 MR_B = bytes.fromhex("b2" * 32)
 EXPECTED_FIRST_ASSIGNMENT = bytes.fromhex("08c0d1f21010ffffff0718c0d1f208")
-
-
-@pytest.fixture(scope="module")
-def ias() -> TestIas:
-    return TestIas.create()
-
-
-@pytest.fixture
-def site(ias: TestIas, tmp_path: Path) -> Iterator[Site]:
-    with topology() as topo:
-        s = Site(topo, tmp_path, ias)
-        try:
-            yield s
-        finally:
-            if s.process is not None and s.process.poll() is None:
-                s.process.send_signal(signal.SIGKILL)
-                s.process.wait(10)
 
 
 @pytest.mark.parametrize("key_type", ["rsa-2048", "ec-p384"])

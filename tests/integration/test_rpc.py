@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -28,36 +27,6 @@ pytestmark = pytest.mark.integration
 
 MR_A = bytes.fromhex("a1" * 32)
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def ias() -> TestIas:
-    return TestIas.create()
-
-
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    """A directory other users can traverse (unlike pytest's tmp_path) for the socket."""
-    path = Path(f"/run/seng-test-{os.getpid()}-{secrets.token_hex(2)}")
-    path.mkdir(mode=0o755)
-    try:
-        yield path
-    finally:
-        for child in path.iterdir():
-            child.unlink()
-        path.rmdir()
-
-
-@pytest.fixture
-def site(ias: TestIas, tmp_path: Path, run_dir: Path) -> Iterator[Site]:
-    with topology() as topo:
-        s = Site(topo, tmp_path, ias, socket_path=run_dir / "sengd.sock")
-        try:
-            yield s
-        finally:
-            if s.process is not None and s.process.poll() is None:
-                s.process.send_signal(signal.SIGKILL)
-                s.process.wait(10)
 
 
 def client(site: Site) -> Client:

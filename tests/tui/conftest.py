@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import io
-import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from rich.console import Console
 from textual.app import App, ScreenStackError
 from textual.pilot import Pilot
-
-from sengd.testing.attestation_kit import TestIas
-from tests.integration.netns import topology
-from tests.integration.site import Site
-
-
-@pytest.fixture(scope="module")
-def ias() -> TestIas:
-    return TestIas.create()
-
-
-@pytest.fixture
-def site(ias: TestIas, tmp_path: Path) -> Iterator[Site]:
-    """Namespaces and a configured (not yet started) sengd; everything removed afterwards."""
-    with topology() as topo:
-        s = Site(topo, tmp_path, ias)
-        try:
-            yield s
-        finally:
-            if s.process is not None and s.process.poll() is None:
-                s.process.send_signal(signal.SIGKILL)
-                s.process.wait(10)
 
 
 async def wait_until(
