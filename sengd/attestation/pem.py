@@ -3,7 +3,8 @@
 DCAP evidence carries certificates as PEM text (the PCK chain inside the quote, the issuer
 chains of the collateral, the sgx-ra-tls extensions). None of that text is signed, so a lenient
 parser would accept two byte strings for one certificate. This one accepts exactly: blocks of
-`-----BEGIN <label>-----`, base64 lines of 1-76 characters that decode canonically, and
+`-----BEGIN <label>-----`, base64 lines of one width (up to 76 characters; the last line may
+be shorter) that decode canonically, and
 `-----END <label>-----`, separated by single newlines; after the last block nothing, one
 newline, or (where `allow_nul`) one newline and one NUL byte, as the quote's certification data
 ends. Anything else is a `PemError`: no two different texts that a single changed byte turns
@@ -45,6 +46,10 @@ def _block(lines: list[bytes], start: int, label: bytes) -> tuple[bytes, int]:
         raise PemError(f"{begin.decode()} without {end.decode()}")
     if not body:
         raise PemError(f"empty {label.decode()} block")
+    width = len(body[0])
+    if any(len(line) != width for line in body[:-1]) or len(body[-1]) > width:
+        # Otherwise moving a line break would spell the same certificate another way.
+        raise PemError(f"{label.decode()} block lines are not all {width} characters wide")
     try:
         return strict_b64decode(b"".join(body)), index + 1
     except ValueError as exc:

@@ -158,6 +158,13 @@ def test_pem_accepts_what_intel_writes() -> None:
     assert len(parse_pem(REAL_CHAIN + b"\0")) == 3
 
 
+def _moved_break(text: bytes) -> bytes:
+    """The same base64, one character moved from the second line to the end of the first."""
+    lines = text.split(b"\n")
+    lines[1], lines[2] = lines[1] + lines[2][:1], lines[2][1:]
+    return b"\n".join(lines)
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
@@ -165,6 +172,7 @@ def test_pem_accepts_what_intel_writes() -> None:
         lambda t: t + b"\n",
         lambda t: t + b"\0\0",
         lambda t: t[:-1] + b"\0",
+        _moved_break,
         lambda t: t.replace(b"-----\n-----", b"-----\n\n-----", 1),
         lambda t: t.replace(b"CERTIFICATE", b"X509 CRL", 1),
         lambda t: b" " + t,
@@ -178,6 +186,7 @@ def test_pem_accepts_what_intel_writes() -> None:
         "two-newlines",
         "two-nuls",
         "nul-without-newline",
+        "moved-line-break",
         "blank-line",
         "label",
         "leading-space",
