@@ -29,12 +29,13 @@ from sengd import policy
 from sengd.attestation import AttestationError, TrustConfig, verify_certificate
 from sengd.attestation.evidence import Evidence
 from sengd.config import Config
+from sengd.dataplane import batchio
 from sengd.dataplane.loop import EventLoop, TimerHandle
 from sengd.eventlog import emit
 from sengd.store.allocator import Allocator, EndReason
 from sengd.store.allocator import Counters as LeaseCounters
 from sengd.store.errors import PoolExhausted, StoreError
-from sengd.tunnel import batchio, packets
+from sengd.tunnel import packets
 from sengd.tunnel import session as sess
 from sengd.tunnel.dtls import (
     MAX_DATAGRAM,

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sengd.tunnel import batchio
+from sengd.dataplane import batchio
 
 
 @pytest.fixture
