@@ -10,28 +10,38 @@ import struct
 from dataclasses import dataclass
 
 from sengd.attestation.errors import AttestationError, Reason
+from sengd.attestation.report_body import (
+    REPORT_BODY,
+    REPORT_BODY_SIZE,
+    SGX_FLAG_DEBUG,
+    SGX_FLAG_INIT,
+    SGX_FLAG_MODE64BIT,
+    build_report_body,
+)
+
+__all__ = [
+    "QUOTE_BODY_SIZE",
+    "REPORT_BODY_SIZE",
+    "SGX_FLAG_DEBUG",
+    "SGX_FLAG_INIT",
+    "SGX_FLAG_MODE64BIT",
+    "Quote",
+    "build_quote_body",
+    "parse_quote_body",
+]
 
 QUOTE_BODY_SIZE = 432
 REPORT_BODY_OFFSET = 48
-REPORT_BODY_SIZE = 384
 
 SIGN_TYPE_UNLINKABLE = 0
 SIGN_TYPE_LINKABLE = 1
 EPID_QUOTE_VERSIONS = frozenset({1, 2})
 """EPID quote versions (the SGX SDK has produced 2 since 2016; 1 predates it)."""
 
-SGX_FLAG_INIT = 0x01
-SGX_FLAG_DEBUG = 0x02
-SGX_FLAG_MODE64BIT = 0x04
 
 # version, sign_type, epid_group_id, qe_svn, pce_svn, xeid, basename
 _HEADER = struct.Struct("<HHIHHI32s")
-# cpu_svn, misc_select, reserved1, isv_ext_prod_id, flags, xfrm, mr_enclave, reserved2,
-# mr_signer, reserved3, config_id, isv_prod_id, isv_svn, config_svn, reserved4,
-# isv_family_id, report_data
-_REPORT_BODY = struct.Struct("<16sI12s16sQQ32s32s32s32s64sHHH42s16s64s")
 assert _HEADER.size == REPORT_BODY_OFFSET
-assert _REPORT_BODY.size == REPORT_BODY_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +114,7 @@ def parse_quote_body(data: bytes) -> Quote:
         _reserved4,
         isv_family_id,
         report_data,
-    ) = _REPORT_BODY.unpack_from(raw, REPORT_BODY_OFFSET)
+    ) = REPORT_BODY.unpack_from(raw, REPORT_BODY_OFFSET)
     return Quote(
         raw=raw,
         version=version,
@@ -154,33 +164,19 @@ def build_quote_body(
     Used by the test kit and the benchmarks; the verifier never builds quotes. Raises
     `ValueError` for a field of the wrong length (struct would silently pad or cut it).
     """
-    for name, value, size in (
-        ("mr_enclave", mr_enclave, 32),
-        ("mr_signer", mr_signer, 32),
-        ("report_data", report_data, 64),
-        ("cpu_svn", cpu_svn, 16),
-        ("basename", basename, 32),
-    ):
-        if len(value) != size:
-            raise ValueError(f"{name} must be {size} bytes, not {len(value)}")
+    if len(basename) != 32:
+        raise ValueError(f"basename must be 32 bytes, not {len(basename)}")
     header = _HEADER.pack(version, sign_type, epid_group_id, qe_svn, pce_svn, 0, basename)
-    body = _REPORT_BODY.pack(
-        cpu_svn,
-        misc_select,
-        bytes(12),
-        bytes(16),
-        flags,
-        xfrm,
-        mr_enclave,
-        bytes(32),
-        mr_signer,
-        bytes(32),
-        bytes(64),
-        isv_prod_id,
-        isv_svn,
-        config_svn,
-        bytes(42),
-        bytes(16),
-        report_data,
+    body = build_report_body(
+        mr_enclave=mr_enclave,
+        mr_signer=mr_signer,
+        report_data=report_data,
+        isv_prod_id=isv_prod_id,
+        isv_svn=isv_svn,
+        flags=flags,
+        xfrm=xfrm,
+        cpu_svn=cpu_svn,
+        misc_select=misc_select,
+        config_svn=config_svn,
     )
     return header + body
