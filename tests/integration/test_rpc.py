@@ -20,6 +20,7 @@ import pytest
 from sengadm.client import Client
 from sengd.rpc.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, NOT_FOUND, RpcError
 from sengd.testing.attestation_kit import TestIas, mint_ratls_certificate
+from sengd.testing.enclave_emu import EmulatorError
 from tests.integration.netns import topology
 from tests.integration.site import Site
 
@@ -442,3 +443,54 @@ def test_subnet_removal_in_use_needs_force(site: Site, ias: TestIas) -> None:
     assert site.open_leases() == []
     listing = json.loads(sengadm(site, "subnet", "list", "--json").stdout)
     assert all(s["name"] != "lab" for s in listing)
+
+
+def test_every_store_method_through_the_live_daemon(site: Site, ias: TestIas) -> None:
+    """The allowlist/subnet/category/audit methods as the daemon serves them, with their live
+    effects: disabling an entry closes its session, enabling lets it back in."""
+    site.start()
+    with client(site) as c:
+        served = {m["method"] for m in c.call("rpc.methods")}
+        from sengd.store.admin import STORE_METHODS
+
+        assert set(STORE_METHODS) <= served
+        added = c.call(
+            "allowlist.add",
+            {
+                "name": "app-a",
+                "mr_enclave": MR_A.hex(),
+                "host_routes": ["10.200.1.0/24"],
+                "categories": ["web"],
+            },
+        )
+        assert added["changed"] and added["closed_sessions"] == []
+        assert [e["name"] for e in c.call("allowlist.list")] == ["app-a"]
+        assert c.call("allowlist.get", {"name": "app-a"})["mr_enclave"] == MR_A.hex()
+        assert [cat["name"] for cat in c.call("categories.list")] == ["web"]
+        subnets = c.call("subnets.list")
+        assert [s["network"] for s in subnets] == ["192.168.28.0/24"]
+        c.call("subnets.add", {"cidr": "172.16.28.0/26", "name": "lab"})
+        c.call("subnets.set_default", {"name_or_cidr": "lab"})
+        assert {s["name"]: s["default"] for s in c.call("subnets.list")}["lab"] is True
+        emu = site.emulator(mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A))
+        assert str(site.connect(emu).ip) == "192.168.28.2"  # the entry's route was fixed at add
+        updated = c.call("allowlist.update", {"name": "app-a", "comment": "front end"})
+        assert updated["changed"] and updated["closed_sessions"] == []
+        disabled = c.call("allowlist.disable", {"name": "app-a"})
+        assert [s["enclave_ip"] for s in disabled["closed_sessions"]] == ["192.168.28.2"]
+        refused = site.emulator(
+            mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A), timeout=3
+        )
+        with pytest.raises(EmulatorError):
+            site.connect(refused)
+        assert c.call("denials.recent")[-1]["reason"] == "entry-disabled"
+        c.call("allowlist.enable", {"name": "app-a"})
+        again = site.emulator(mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR_A))
+        site.connect(again)
+        assert site.ping_upstream(again)
+        audit = c.call("audit.list", {"limit": 50})
+        assert {e["actor_name"] for e in audit} == {"root"}
+        assert len(audit) >= 6
+        with pytest.raises(RpcError) as err:
+            c.call("allowlist.get", {"name": "nope"})
+        assert err.value.code == NOT_FOUND
