@@ -9,7 +9,6 @@ or an impossible value is a `ConfigError` naming the file, the key and the reaso
 from __future__ import annotations
 
 import dataclasses
-import grp
 import re
 import socket
 import tomllib
@@ -181,11 +180,6 @@ class Config:
     control: ControlSection = field(default_factory=ControlSection)
     firewall: FirewallSection = field(default_factory=FirewallSection)
     source: str = "<defaults>"
-
-    @property
-    def demo_network(self) -> IPv4Network:
-        """The single enclave subnet of `allow_any_attested` mode (the originals' default)."""
-        return IPv4Network("192.168.28.0/24")
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -465,11 +459,3 @@ def _validate_host_groups(config: Config) -> None:
         seen[folded] = name
         if not networks:
             raise ConfigError(f, key, "needs at least one network")
-
-
-def group_id(name: str) -> int | None:
-    """The gid of group `name`, or None when the group does not exist on this system."""
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        return None
