@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, NewType, Union, get_args, get_origin, get_type_hints
 
 from sengd.store.db import DEFAULT_DATABASE_URL
 
@@ -44,6 +44,11 @@ KNOWN_TCB_STATUSES = frozenset(
 
 
 _LOOPBACK = IPv4Address("127.0.0.1")  # what the SENG clients hardcode
+
+WorkerCount = NewType("WorkerCount", int)
+"""A number of worker processes; AUTO_WORKERS (-1) stands for "auto" in the file."""
+AUTO_WORKERS = WorkerCount(-1)
+MAX_WORKERS = 64
 
 
 class ConfigError(Exception):
@@ -78,6 +83,7 @@ class TunnelSection:
     generate_if_missing: bool = True
     generated_dir: Path = Path("/var/lib/seng")
     handshake_timeout: float = 30.0
+    handshake_workers: WorkerCount = AUTO_WORKERS
     assignment_resend: float = 3.0
     pairing_timeout: float = 30.0
     idle_timeout: float = 0.0
@@ -284,6 +290,15 @@ def _to_ipv4(value: Any, file: str, key: str) -> IPv4Address:
         raise ConfigError(file, key, f"{text!r} is not an IPv4 address") from None
 
 
+def _to_workers(value: Any, file: str, key: str) -> WorkerCount:
+    if value == "auto":
+        return AUTO_WORKERS
+    count = _expect(int, f'"auto" or a number 0..{MAX_WORKERS}')(value, file, key)
+    if not 0 <= count <= MAX_WORKERS:
+        raise ConfigError(file, key, f'must be "auto" or 0..{MAX_WORKERS}, not {count}')
+    return WorkerCount(count)
+
+
 def _to_host_groups(value: Any, file: str, key: str) -> HostGroups:
     table = _expect(dict, "a table of group = [CIDR, ...]")(value, file, key)
     groups = []
@@ -309,6 +324,7 @@ _CONVERTERS: dict[Any, Callable[[Any, str, str], Any]] = {
     Path: _to_path,
     IPv4Address: _to_ipv4,
     HostGroups: _to_host_groups,
+    WorkerCount: _to_workers,
 }
 
 

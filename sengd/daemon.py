@@ -25,6 +25,7 @@ from sengd import config as config_mod
 from sengd.attestation import TrustConfig, TrustConfigError
 from sengd.config import Config, ConfigError
 from sengd.dataplane.gateway import Gateway, policy_defaults
+from sengd.dataplane.handshakes import HandshakePool, HandshakePoolError, auto_workers
 from sengd.dataplane.loop import EventLoop
 from sengd.dataplane.tun import TunInterface
 from sengd.eventlog import emit
@@ -43,7 +44,7 @@ from sengd.store.db import (
 )
 from sengd.store.models import Category, EnclaveSubnet
 from sengd.store.subnets import add_enclave_subnet, find_subnet
-from sengd.tunnel.dtls import DtlsListener, ServerCredential
+from sengd.tunnel.dtls import DtlsListener, ServerCredential, handoff_supported
 from sengd.tunnel.session import State
 
 log = logging.getLogger("sengd")
@@ -172,6 +173,7 @@ class Daemon:
         self.gateway: Gateway | None = None
         self.rpc: RpcServer | None = None
         self.firewall: Firewall | None = None
+        self.handshakes: HandshakePool | None = None
         self.rates: dict[int, tuple[float, float]] = {}
         self._last_counts: dict[int, tuple[int, int]] = {}
 
@@ -246,6 +248,7 @@ class Daemon:
                 f"cannot listen on {cfg.tunnel.address}:{cfg.tunnel.port}/"
                 f"{cfg.tunnel.port + 1}: {exc.strerror or exc}"
             ) from exc
+        self._start_handshake_workers(creds)
         self._open_control_socket()
         self.loop.call_later(STATS_INTERVAL, self._stats_tick)
         self.loop.add_signal_handler(15, self.stop)  # SIGTERM
@@ -263,10 +266,44 @@ class Daemon:
             listen=f"{cfg.tunnel.address}:{cfg.tunnel.port}+{cfg.tunnel.port + 1}",
             interface=cfg.interface.name,
             key_types=",".join(k.value for k in listeners[0].key_types),
+            handshake_workers=len(self.handshakes.workers) if self.handshakes else 0,
             allowlist_entries=len(allowlist),
             mode="allow-any-attested" if demo_subnet is not None else "allowlist",
         )
         self.notifier.notify("READY=1", "STATUS=serving")
+
+    def _start_handshake_workers(self, creds: list[ServerCredential]) -> None:
+        """Run handshakes in worker processes unless configured off (or impossible here)."""
+        gateway = self.gateway
+        assert gateway is not None
+        wanted = self.config.tunnel.handshake_workers
+        count = auto_workers() if wanted < 0 else int(wanted)
+        if count == 0:
+            return
+        if not handoff_supported():
+            emit(
+                log,
+                logging.WARNING,
+                "handshake-workers-unavailable",
+                reason="this Mbed TLS cannot export keys at the end of a handshake",
+                handshakes="inline",
+            )
+            return
+        self.handshakes = HandshakePool(
+            self.loop,
+            gateway.listeners,
+            gateway.sockets,
+            creds,
+            count,
+            gateway.after_listener,
+            log_level=self.config.gateway.log_level,
+        )
+        try:
+            self.handshakes.start()
+        except HandshakePoolError as exc:
+            self.handshakes = None
+            raise StartupError(str(exc)) from exc
+        gateway.sync_handshakes = self.handshakes.drain
 
     def _open_control_socket(self) -> None:
         from sengd.rpc.methods import LiveMethods
@@ -436,6 +473,9 @@ class Daemon:
         """Drain: close every session and the listeners, then leave the loop."""
         self.notifier.notify("STOPPING=1")
         emit(log, logging.INFO, "stopping")
+        if self.handshakes is not None:
+            self.handshakes.stop()
+            self.handshakes = None
         if self.gateway is not None:
             self.gateway.shutdown()
             emit(log, logging.INFO, "final-stats", stats=json.dumps(self.gateway.status()))
@@ -493,6 +533,9 @@ class Daemon:
     def close(self) -> None:
         """Release the control socket, the TUN, the database and the loop. Safe after a failed
         start."""
+        if self.handshakes is not None:
+            self.handshakes.stop()
+            self.handshakes = None
         if self.firewall is not None:  # after the sessions' teardown: their sets are empty
             self.firewall.close()
             self.firewall = None

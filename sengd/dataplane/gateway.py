@@ -176,6 +176,8 @@ class Gateway:
         self.observers: list[SessionObserver] = []
         self.denial_listeners: list[Callable[[Denial], None]] = []
         self._closed_totals = _Totals()
+        self.sync_handshakes: Callable[[], None] | None = None
+        """Apply what handshake workers reported so far (set when they run handshakes)."""
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -255,6 +257,10 @@ class Gateway:
             listener.send(session.tunnel2, packet)
             session.count_tx(len(packet))
         self._after_listener(1)
+
+    def after_listener(self, index: int) -> None:
+        """Act on what listener `index` produced outside a datagram (handshake workers)."""
+        self._after_listener(index)
 
     def _after_listener(self, index: int) -> None:
         """Send what the listener produced, act on its events, re-arm its timer."""
@@ -509,6 +515,10 @@ class Gateway:
         if session is None:
             self.drops["tunnel1-no-session"] += 1
             return
+        if session.state is sess.State.AWAITING_TUNNEL2 and self.sync_handshakes is not None:
+            # A worker reports a handoff before it sends the flight that ends the handshake,
+            # so a client that already talks after finishing tunnel #2 finds it applied.
+            self.sync_handshakes()
         action = session.on_tunnel1_record(event.data, self.loop.time())
         if isinstance(action, sess.Forward):
             try:

@@ -45,7 +45,7 @@ import logging
 import os
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import AddressValueError, IPv4Address
@@ -84,6 +84,7 @@ from sengd.tunnel.recordlayer import (
     CONTENT_ALERT,
     RecordLayer,
     RecordRejected,
+    RecordState,
     SequenceExhausted,
 )
 from sengd.tunnel.records import (
@@ -176,6 +177,10 @@ class CloseReason(StrEnum):
     HANDSHAKE_FAILED = "handshake-failed"
     NO_CLIENT_CERTIFICATE = "no-client-certificate"
     REPLACED = "replaced"
+    EXPORT_FAILED = "export-failed"
+    """(handoff mode) The keys could not be exported: the connection cannot leave its worker."""
+    WORKER_LOST = "worker-lost"
+    """The handshake worker that ran this handshake exited."""
 
 
 class DropReason(StrEnum):
@@ -200,6 +205,9 @@ class DropReason(StrEnum):
     DISCARDED = "discarded"
     """An application-data datagram that yielded no record (bad MAC, replay, truncation)."""
     INTERNAL_ERROR = "internal-error"
+    WORKER_UNAVAILABLE = "worker-unavailable"
+    """A handshake datagram that could not be passed to its handshake worker (busy or
+    restarting); the client retransmits."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +304,43 @@ class ConnectionClosed:
     established: bool
 
 
-Event = HandshakeCompleted | ApplicationData | ConnectionClosed
+@dataclass(frozen=True, slots=True)
+class HandshakeStarted:
+    """(handoff mode) A cookie verified: `addr` now has a handshake with this client random."""
+
+    addr: Address
+    client_random: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeHandoff:
+    """(handoff mode) A finished handshake whose records were taken over, ready for `adopt()`.
+
+    The connection is forgotten by the listener that emitted it. `final_flight` is resent
+    should the client retransmit its last flight; `peer_spoke` says the client already sent a
+    record after the handshake; `early_data` is application data that came with its Finished.
+    """
+
+    addr: Address
+    peer_cert_der: bytes = field(repr=False)
+    cipher_suite: str
+    key_type: KeyType
+    client_random: bytes
+    records: RecordState
+    final_flight: tuple[bytes, ...] = field(repr=False)
+    peer_spoke: bool = False
+    early_data: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+Event = (
+    HandshakeCompleted | ApplicationData | ConnectionClosed | HandshakeStarted | HandshakeHandoff
+)
+
+
+def handoff_supported() -> bool:
+    """Whether handshakes can run in another process: the keys must be exportable at the end
+    of the handshake (this Mbed TLS and its session layout, see `keyexport.py`)."""
+    return KEY_EXPORT_SUPPORTED and session_reader() is not None
 
 
 class _Slot:
@@ -351,7 +395,7 @@ class _Connection:
     def __init__(
         self,
         addr: Address,
-        buf: mbedtls_tls.TLSWrappedBuffer,
+        buf: mbedtls_tls.TLSWrappedBuffer | None,
         slot: _Slot,
         client_random: bytes,
         deadline: float,
@@ -392,6 +436,14 @@ class DtlsListener:
             (`recordlayer.py`) after the client's first application-data record. Ignored,
             i.e. mbedtls keeps the records, if this Mbed TLS is not a version whose saved
             context we can read (`KEY_EXPORT_SUPPORTED`) or the suite is not AES-GCM.
+        handoff: run only handshakes (in a handshake worker): a cookie that verifies emits
+            `HandshakeStarted`, a finished handshake whose keys were exported emits
+            `HandshakeHandoff` (instead of `HandshakeCompleted`) and leaves this listener;
+            one whose keys cannot be exported is closed with EXPORT_FAILED.
+
+    Handshakes can also run elsewhere (`offload()`): this listener then keeps only
+    established connections and passes every other datagram to the handshake runner, which
+    reports back through `handshake_started`, `adopt` and `handshake_failed`.
     """
 
     def __init__(
@@ -404,6 +456,7 @@ class DtlsListener:
         max_pending_per_host: int = 256,
         max_connections: int | None = None,
         export_keys: bool = True,
+        handoff: bool = False,
     ) -> None:
         if not credentials:
             raise ValueError("at least one server credential is required")
@@ -425,6 +478,12 @@ class DtlsListener:
         self.max_pending_per_host = max_pending_per_host
         self.max_connections = max_connections
         self.export_keys = export_keys and KEY_EXPORT_SUPPORTED
+        self.handoff = handoff
+        if handoff and not self.export_keys:
+            raise ValueError("handoff mode needs key export")
+        self._forward: Callable[[bytes, Address], None] | None = None
+        self._offloaded: dict[Address, bytes] = {}
+        """Addresses whose handshake runs elsewhere, with their client random."""
         self.exported = 0
         """Connections whose records were taken over from mbedtls (monotonic)."""
         self.export_failures = 0
@@ -458,12 +517,17 @@ class DtlsListener:
     @property
     def pending_count(self) -> int:
         """Connections past the cookie exchange whose handshake is not finished."""
-        return self._pending
+        return self._pending + len(self._offloaded)
 
     @property
     def connection_count(self) -> int:
-        """All connections, pending and established."""
-        return len(self._conns)
+        """All connections, pending (here or offloaded) and established."""
+        return len(self._conns) + len(self._offloaded)
+
+    @property
+    def offloaded_addresses(self) -> list[Address]:
+        """Addresses whose handshake runs elsewhere (see `offload`)."""
+        return list(self._offloaded)
 
     def is_established(self, addr: Address) -> bool:
         """True if `addr` has a connection for which HandshakeCompleted was emitted."""
@@ -615,14 +679,98 @@ class DtlsListener:
         self._remove(conn)
         return True
 
+    # -- handshakes run elsewhere -----------------------------------------------------------
+
+    def offload(self, forward: Callable[[bytes, Address], None] | None) -> None:
+        """Run no handshakes here from now on: pass each datagram that is not for an
+        established connection to `forward(data, addr)` (None: run them here again).
+
+        Routing: a ClientHello (other than a copy of an established connection's) and every
+        datagram from an address without an established connection or with an offloaded
+        handshake is forwarded; the rest stays here. The runner must report back with
+        `handshake_started`, `adopt` and `handshake_failed`.
+        """
+        if forward is not None and self._pending:
+            raise DtlsError("handshakes are in progress here")
+        self._forward = forward
+
+    def handshake_started(self, addr: Address, client_random: bytes) -> None:
+        """The runner verified a cookie from `addr`: an established connection of the same
+        address is replaced (ConnectionClosed REPLACED), as when the lobby is here."""
+        old = self._conns.get(addr)
+        if old is not None:
+            self._remove(old)
+            self._events.append(ConnectionClosed(addr, CloseReason.REPLACED, old.established))
+        self._offloaded[addr] = client_random
+
+    def handshake_failed(self, addr: Address, reason: CloseReason) -> None:
+        """The runner's handshake with `addr` ended without a handoff (ConnectionClosed)."""
+        if self._offloaded.pop(addr, None) is not None:
+            self._events.append(ConnectionClosed(addr, reason, False))
+
+    def adopt(self, handoff: HandshakeHandoff) -> None:
+        """Take an established connection over from a runner; emits HandshakeCompleted (and
+        ApplicationData for its early data). Raises ValueError for an unusable record state,
+        DtlsError for a key type this listener does not serve."""
+        slot = next((s for s in self._slots if s.key_type is handoff.key_type), None)
+        if slot is None:
+            raise DtlsError(f"no {handoff.key_type} credential here")
+        records = RecordLayer.from_state(handoff.records)
+        addr = handoff.addr
+        self._offloaded.pop(addr, None)
+        old = self._conns.get(addr)
+        if old is not None:
+            self._remove(old)
+            self._events.append(ConnectionClosed(addr, CloseReason.REPLACED, old.established))
+        conn = _Connection(addr, None, slot, handoff.client_random, 0.0)
+        conn.records = records
+        conn.established = True
+        conn.final_flight = handoff.final_flight
+        conn.peer_spoke = handoff.peer_spoke
+        self._conns[addr] = conn
+        self.exported += 1
+        self._events.append(
+            HandshakeCompleted(addr, handoff.peer_cert_der, handoff.cipher_suite, slot.key_type)
+        )
+        self._events.extend(ApplicationData(addr, data) for data in handoff.early_data)
+
+    def _route(self, conn: _Connection | None, data: bytes, addr: Address) -> bool:
+        """(offload mode) Forward `data` to the handshake runner; False if it stays here."""
+        forward = self._forward
+        assert forward is not None
+        hello = is_client_hello(data)
+        if conn is not None:
+            if hello:
+                if data[27:59] == conn.client_random:
+                    self.drops[DropReason.DUPLICATE_CLIENT_HELLO] += 1
+                    return True
+            elif addr not in self._offloaded:
+                return False
+        elif (
+            hello
+            and self.max_connections is not None
+            and addr not in self._offloaded
+            and len(self._conns) + len(self._offloaded) >= self.max_connections
+        ):
+            self.drops[DropReason.CONNECTION_LIMIT] += 1
+            return True
+        forward(data, addr)
+        return True
+
     # -- internals -------------------------------------------------------------------------
 
-    def _slow_path(self, conn: _Connection | None, data: bytes, addr: Address, now: float) -> None:
+    def _unreadable(self, data: bytes) -> bool:
+        """Count and say so if `data` is too long or no DTLS record at all."""
         if len(data) > MAX_DATAGRAM:
             self.drops[DropReason.OVERSIZED] += 1
-            return
+            return True
         if not looks_like_record(data):
             self.drops[DropReason.GARBAGE] += 1
+            return True
+        return False
+
+    def _slow_path(self, conn: _Connection | None, data: bytes, addr: Address, now: float) -> None:
+        if self._unreadable(data) or (self._forward is not None and self._route(conn, data, addr)):
             return
         if is_client_hello(data):
             try:
@@ -692,6 +840,18 @@ class DtlsListener:
             return
         # The cookie verified: this buffer is now the client's connection.
         slot.lobby = self._new_lobby(slot)
+        self._open(slot, buf, hello, addr, old, now)
+
+    def _open(
+        self,
+        slot: _Slot,
+        buf: mbedtls_tls.TLSWrappedBuffer,
+        hello: ClientHello,
+        addr: Address,
+        old: _Connection | None,
+        now: float,
+    ) -> None:
+        """Make `buf`, whose cookie just verified, the connection of `addr`."""
         if old is not None:
             self._remove(old)
             self._events.append(ConnectionClosed(addr, CloseReason.REPLACED, old.established))
@@ -699,6 +859,8 @@ class DtlsListener:
         self._conns[addr] = conn
         self._pending += 1
         self._pending_by_host[conn.host] = self._pending_by_host.get(conn.host, 0) + 1
+        if self.handoff:
+            self._events.append(HandshakeStarted(addr, hello.random))
         self._flush_server_hello(conn)
         self._schedule(conn, now + conn.rto)
 
@@ -796,6 +958,9 @@ class DtlsListener:
         conn.established = True
         self._pending -= 1
         self._release_host(conn.host)
+        if self.handoff:
+            self._hand_off(conn, buf, bytes(der))
+            return
         self._events.append(
             HandshakeCompleted(conn.addr, bytes(der), _suite_name(buf), conn.slot.key_type)
         )
@@ -813,6 +978,38 @@ class DtlsListener:
             finished = _epoch1_record(conn.final_flight)
             if finished is not None:
                 self._take_over_from_session(conn, buf, finished)
+
+    def _hand_off(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer, der: bytes) -> None:
+        """(handoff mode) Export the records of the just-finished `conn` and let it go."""
+        addr = conn.addr
+        mark = len(self._events)
+        if buf._input_buffer:
+            self._read(conn, b"")  # application data in the datagram that finished it
+            if self._conns.get(addr) is not conn:
+                return  # it failed; its ConnectionClosed is queued
+        early = tuple(e.data for e in self._events[mark:] if isinstance(e, ApplicationData))
+        del self._events[mark:]
+        if conn.records is None and conn.buf is buf:
+            finished = _epoch1_record(conn.final_flight)
+            if finished is not None:
+                self._take_over_from_session(conn, buf, finished)
+        if conn.records is None:
+            self._fail(conn, CloseReason.EXPORT_FAILED)
+            return
+        self._remove(conn)
+        self._events.append(
+            HandshakeHandoff(
+                addr=addr,
+                peer_cert_der=der,
+                cipher_suite=_suite_name(buf),
+                key_type=conn.slot.key_type,
+                client_random=conn.client_random,
+                records=conn.records.state(),
+                final_flight=conn.final_flight,
+                peer_spoke=conn.peer_spoke,
+                early_data=early,
+            )
+        )
 
     def _read(self, conn: _Connection, data: bytes) -> None:
         """Decrypt every record of one datagram on an established connection."""
@@ -860,7 +1057,7 @@ class DtlsListener:
 
     def _peer_spoke(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer) -> None:
         conn.peer_spoke = True
-        if self.export_keys and self._conns.get(conn.addr) is conn:
+        if self.export_keys and not self.handoff and self._conns.get(conn.addr) is conn:
             self._take_over(conn, buf)
 
     def _take_over(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer) -> None:

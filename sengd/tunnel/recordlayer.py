@@ -22,6 +22,8 @@ unchanged; a DTLS receiver discards such records silently (RFC 6347 §4.1.2.7).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -66,6 +68,20 @@ class SequenceExhausted(Exception):
     """2^48 records were sent in this epoch; the connection must end (we never renegotiate)."""
 
 
+@dataclass(frozen=True, slots=True)
+class RecordState:
+    """All of a `RecordLayer`: what a handshake worker hands to the forwarding process."""
+
+    read_key: bytes = field(repr=False)
+    read_salt: bytes = field(repr=False)
+    write_key: bytes = field(repr=False)
+    write_salt: bytes = field(repr=False)
+    epoch: int
+    out_seq: int
+    in_top: int
+    in_window: int
+
+
 class RecordLayer:
     """Protection of one connection's records in epoch `epoch`, one direction each way.
 
@@ -74,6 +90,7 @@ class RecordLayer:
     """
 
     __slots__ = (
+        "_keys",
         "_open",
         "_read_salt",
         "_seal",
@@ -101,6 +118,7 @@ class RecordLayer:
             raise ValueError("GCM salts are 4 bytes")
         if not 0 <= epoch < 1 << 16 or not 0 <= out_seq <= MAX_SEQ + 1:
             raise ValueError("epoch or sequence number out of range")
+        self._keys = (read_key, write_key)
         self._open = AESGCM(read_key).decrypt
         self._seal = AESGCM(write_key).encrypt
         self._read_salt = read_salt
@@ -126,6 +144,33 @@ class RecordLayer:
             out_seq=session.out_seq,
             in_top=session.in_top,
             in_window=session.in_window,
+        )
+
+    @classmethod
+    def from_state(cls, state: RecordState) -> RecordLayer:
+        """Rebuild a record layer from `state()` (raises ValueError if it is inconsistent)."""
+        return cls(
+            read_key=state.read_key,
+            read_salt=state.read_salt,
+            write_key=state.write_key,
+            write_salt=state.write_salt,
+            epoch=state.epoch,
+            out_seq=state.out_seq,
+            in_top=state.in_top,
+            in_window=state.in_window,
+        )
+
+    def state(self) -> RecordState:
+        """Keys, epoch, sequence number and replay window as they are now."""
+        return RecordState(
+            read_key=self._keys[0],
+            read_salt=self._read_salt,
+            write_key=self._keys[1],
+            write_salt=self._write_salt,
+            epoch=self.epoch,
+            out_seq=self.out_seq,
+            in_top=self.in_top,
+            in_window=self.in_window,
         )
 
     def seal(self, content_type: int, plaintext: bytes) -> bytes:
