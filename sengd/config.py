@@ -84,6 +84,7 @@ class TunnelSection:
     generated_dir: Path = Path("/var/lib/seng")
     handshake_timeout: float = 30.0
     handshake_workers: WorkerCount = AUTO_WORKERS
+    handshake_engine: str = "openssl"
     assignment_resend: float = 3.0
     pairing_timeout: float = 30.0
     idle_timeout: float = 0.0
@@ -357,6 +358,8 @@ def validate(config: Config) -> None:
     for name in ("handshake_timeout", "assignment_resend", "pairing_timeout"):
         if not 0 < getattr(t, name) <= 3600:
             raise ConfigError(f, f"tunnel.{name}", "must be > 0 and <= 3600 seconds")
+    if t.handshake_engine not in ("openssl", "mbedtls"):
+        raise ConfigError(f, "tunnel.handshake_engine", 'must be "openssl" or "mbedtls"')
     if not 0 <= t.idle_timeout <= 7 * 86400:
         raise ConfigError(f, "tunnel.idle_timeout", "must be 0 (off) .. 604800 seconds")
     _validate_limits(config)

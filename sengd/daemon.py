@@ -297,6 +297,7 @@ class Daemon:
             count,
             gateway.after_listener,
             log_level=self.config.gateway.log_level,
+            engine=self.config.tunnel.handshake_engine,
         )
         try:
             self.handshakes.start()

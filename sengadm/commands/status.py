@@ -33,6 +33,13 @@ def render(s: dict[str, Any]) -> None:
         f"traffic      from enclaves {human_bytes(s['rx_bytes'])} / {s['rx_packets']} packets, "
         f"to enclaves {human_bytes(s['tx_bytes'])} / {s['tx_packets']} packets"
     )
+    workers = s.get("handshake_workers") or []
+    if workers:
+        alive = sum(1 for w in workers if w.get("alive"))
+        restarts = sum(int(w.get("restarts", 0)) for w in workers)
+        print(f"workers      {alive} of {len(workers)} handshake workers up, {restarts} restarts")
+    else:
+        print("workers      handshakes run in sengd itself")
     handshakes = s["handshakes"]
     if handshakes:
         print("handshakes   " + ", ".join(f"{k} {v}" for k, v in sorted(handshakes.items())))

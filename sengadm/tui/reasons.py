@@ -93,6 +93,8 @@ SESSION_ENDS: dict[str, str] = {
     "handshake-timeout": "the DTLS handshake did not finish in time",
     "handshake-failed": "the DTLS handshake failed",
     "no-client-certificate": "the client presented no certificate",
+    "export-failed": "the keys of the finished handshake could not be exported",
+    "worker-lost": "the handshake worker running its handshake exited",
     "bad-ack": "the enclave sent a malformed address acknowledgement",
 }
 """Why a session ended, by reason code."""

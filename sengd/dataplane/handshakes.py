@@ -93,6 +93,7 @@ class HandshakePool:
         count: int,
         after: Callable[[int], None],
         log_level: str = "info",
+        engine: str = "openssl",
     ) -> None:
         if count < 1:
             raise ValueError("a pool needs at least one worker")
@@ -104,6 +105,7 @@ class HandshakePool:
         self.credentials = tuple(credentials)
         self.after = after
         self.log_level = log_level
+        self.engine = engine
         self.workers = [_Worker(i) for i in range(count)]
         self._stopping = False
 
@@ -125,7 +127,7 @@ class HandshakePool:
             raise HandshakePoolError(f"handshake workers: {exc}") from exc
         for index, listener in enumerate(self.listeners):
             listener.offload(self._forwarder(index))
-        emit(log, logging.INFO, "handshake-workers", count=len(self.workers))
+        emit(log, logging.INFO, "handshake-workers", count=len(self.workers), engine=self.engine)
 
     def stop(self) -> None:
         """Stop routing, end every worker (SIGTERM, then SIGKILL after 2 s)."""
@@ -186,6 +188,7 @@ class HandshakePool:
             max_pending_per_host=math.ceil(ref.max_pending_per_host / n),
             index=index,
             log_level=self.log_level,
+            engine=self.engine,
         )
 
     def _await_ready(self, worker: _Worker, deadline: float) -> None:

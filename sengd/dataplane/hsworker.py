@@ -6,7 +6,8 @@ parent). CTRL is its end of a SOCK_SEQPACKET pair to the forwarding process; UDP
 are the gateway's sockets on ports P and P+1, on which the worker sends its flights directly.
 
 It receives INIT, answers READY, then feeds every DATAGRAM to one of its two
-`DtlsListener(handoff=True)` and reports STARTED, HANDOFF and CLOSED for each handshake and
+handshake engine (`OpenSslHandshakes`, or `DtlsListener(handoff=True)` with engine
+"mbedtls") and reports STARTED, HANDOFF and CLOSED for each handshake and
 STATS (deltas of its drop counters) twice a second (`sengd.tunnel.handoff`). It exits when
 the forwarding process closes its end or dies (PR_SET_PDEATHSIG), or on SIGTERM.
 """
@@ -20,18 +21,22 @@ import socket
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from typing import Protocol
 
 from sengd import eventlog
 from sengd.dataplane.loop import EventLoop, TimerHandle
 from sengd.eventlog import emit
 from sengd.tunnel import handoff as wire
 from sengd.tunnel.dtls import (
+    Address,
     ConnectionClosed,
     DropReason,
     DtlsListener,
+    Event,
     HandshakeHandoff,
     HandshakeStarted,
 )
+from sengd.tunnel.openssl_handshakes import OpenSslHandshakes
 
 log = logging.getLogger("sengd.hsworker")
 
@@ -39,6 +44,40 @@ BATCH = 64
 """Messages read per wake-up before the listeners' output is flushed."""
 STATS_INTERVAL = 0.5
 _PR_SET_PDEATHSIG = 1
+
+
+class HandshakeEngine(Protocol):
+    """What the worker needs of `OpenSslHandshakes` and `DtlsListener(handoff=True)`."""
+
+    drops: Counter[DropReason]
+    hello_verify_requests: int
+    export_failures: int
+
+    def datagram_received(self, data: bytes, addr: Address, now: float) -> None: ...
+    def handle_timers(self, now: float) -> None: ...
+    def next_timer(self) -> float | None: ...
+    def events(self) -> list[Event]: ...
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]: ...
+
+
+def make_engine(settings: wire.WorkerSettings) -> HandshakeEngine:
+    """The handshake engine `settings` ask for, in handoff mode."""
+    if settings.engine == "mbedtls":
+        return DtlsListener(
+            settings.credentials,
+            mtu=settings.mtu,
+            handshake_timeout=settings.handshake_timeout,
+            max_pending=settings.max_pending,
+            max_pending_per_host=settings.max_pending_per_host,
+            handoff=True,
+        )
+    return OpenSslHandshakes(
+        settings.credentials,
+        mtu=settings.mtu,
+        handshake_timeout=settings.handshake_timeout,
+        max_pending=settings.max_pending,
+        max_pending_per_host=settings.max_pending_per_host,
+    )
 
 
 class HandshakeWorker:
@@ -55,17 +94,7 @@ class HandshakeWorker:
         self.ctrl = ctrl
         self.sockets = list(sockets)
         self.loop = loop or EventLoop()
-        self.listeners = [
-            DtlsListener(
-                settings.credentials,
-                mtu=settings.mtu,
-                handshake_timeout=settings.handshake_timeout,
-                max_pending=settings.max_pending,
-                max_pending_per_host=settings.max_pending_per_host,
-                handoff=True,
-            )
-            for _ in range(2)
-        ]
+        self.listeners = [make_engine(settings) for _ in range(2)]
         self._timers: list[TimerHandle | None] = [None, None]
         self._reported: list[tuple[int, int, Counter[DropReason]]] = [
             (0, 0, Counter()),

@@ -164,6 +164,9 @@ class LiveMethods:
             "sessions": counters["sessions"],
             "active_sessions": counters["active"],
             "pending_handshakes": sum(lst.pending_count for lst in gw.listeners),
+            "handshake_workers": (
+                self.daemon.handshakes.status() if self.daemon.handshakes is not None else []
+            ),
             "handshakes": counters["handshakes"],
             "drops": counters["drops"],
             "listener_drops": counters["listener_drops"],

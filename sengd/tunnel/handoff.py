@@ -71,6 +71,8 @@ class WorkerSettings:
     max_pending_per_host: int
     index: int
     log_level: str = "info"
+    engine: str = "openssl"
+    """"openssl" (`OpenSslHandshakes`) or "mbedtls" (`DtlsListener(handoff=True)`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +196,7 @@ def encode_init(settings: WorkerSettings) -> bytes:
             "max_pending_per_host": settings.max_pending_per_host,
             "index": settings.index,
             "log_level": settings.log_level,
+            "engine": settings.engine,
         }
     ).encode()
     creds = tuple(
@@ -340,6 +343,15 @@ def _decode_stats(data: bytes) -> Stats:
     return Stats(listener, hvr, failures, drops)
 
 
+ENGINES = ("openssl", "mbedtls")
+
+
+def _engine(value: object) -> str:
+    if value not in ENGINES:
+        raise ValueError(f"unknown handshake engine {value!r}")
+    return str(value)
+
+
 def decode_init(data: bytes) -> WorkerSettings:
     """Decode INIT. Raises HandoffError (credentials that do not load included)."""
     if data[:1] != bytes((INIT,)):
@@ -365,6 +377,7 @@ def decode_init(data: bytes) -> WorkerSettings:
             max_pending_per_host=int(header["max_pending_per_host"]),
             index=int(header["index"]),
             log_level=str(header.get("log_level", "info")),
+            engine=_engine(header.get("engine", "openssl")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise HandoffError(f"INIT: {exc}") from None

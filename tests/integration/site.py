@@ -144,7 +144,8 @@ class Site:
             )
         self.write_config()
 
-    def write_config(self, extra: str = "") -> None:
+    def write_config(self, extra: str = "", tunnel: str = "") -> None:
+        """Write seng.toml; `tunnel` adds keys to [tunnel], `extra` adds sections at the end."""
         w = self.workdir
         self.config_path = w / "seng.toml"
         self.config_path.write_text(
@@ -161,6 +162,7 @@ rsa_certificate = "{w}/server-rsa.crt"
 rsa_private_key = "{w}/server-rsa.key"
 assignment_resend = 1.0
 pairing_timeout = 3.0
+{tunnel}
 [attestation]
 ias_report_signing_ca = "{w}/ca.pem"
 [database]
