@@ -158,13 +158,17 @@ def mint(ias: TestIas, count: int) -> list[tuple[bytes, bytes]]:
 
 
 @contextmanager
-def running_site(extra_config: str = "") -> Iterator[tuple[Site, TestIas]]:
+def running_site(
+    extra_config: str = "", workers: str = "auto", engine: str = "openssl"
+) -> Iterator[tuple[Site, TestIas]]:
     ias = TestIas.create()
     with tempfile.TemporaryDirectory() as tmp, topology() as topo:
         site = Site(topo, Path(tmp), ias)
         site.write_config(
             "[limits]\nmax_sessions = 20000\nmax_pending_handshakes = 4096\n"
-            "max_pending_handshakes_per_host = 4096\n" + extra_config
+            "max_pending_handshakes_per_host = 4096\n" + extra_config,
+            tunnel=f"handshake_workers = {_workers_value(workers)}\n"
+            f'handshake_engine = "{engine}"',
         )
         site.add_subnet("172.16.0.0/14", "bench")
         site.allow("bench", MR)
@@ -174,6 +178,10 @@ def running_site(extra_config: str = "") -> Iterator[tuple[Site, TestIas]]:
         finally:
             if site.process is not None and site.process.poll() is None:
                 site.stop(timeout=120)
+
+
+def _workers_value(workers: str) -> str:
+    return workers if workers.isdigit() else f'"{workers}"'
 
 
 def probe_rtt(site: Site, ias: TestIas) -> Any:
@@ -195,7 +203,7 @@ def rtt_summary(samples: list[float]) -> dict[str, float]:
 
 def cmd_rate(args: argparse.Namespace) -> None:
     results = []
-    with running_site() as (site, ias):
+    with running_site(workers=args.workers, engine=args.engine) as (site, ias):
         assert site.process is not None
         pid = site.process.pid
         clients = Clients(site)
@@ -248,7 +256,7 @@ def cmd_rate(args: argparse.Namespace) -> None:
 
 
 def cmd_storm(args: argparse.Namespace) -> None:
-    with running_site() as (site, ias):
+    with running_site(workers=args.workers, engine=args.engine) as (site, ias):
         assert site.process is not None
         certs = mint(ias, args.storm)
         site.stop(timeout=60)
@@ -308,7 +316,7 @@ def _rtt(summary: dict[str, float]) -> str:
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
-    with running_site() as (site, ias):
+    with running_site(workers=args.workers, engine=args.engine) as (site, ias):
         assert site.process is not None
         pid = site.process.pid
         probe = probe_rtt(site, ias)
@@ -367,6 +375,11 @@ def main() -> None:
     scale.add_argument("--enclaves", type=int, default=2000)
     scale.add_argument("--concurrency", type=int, default=64)
     scale.set_defaults(func=cmd_scale)
+    for command in (rate, storm, scale):
+        command.add_argument(
+            "--workers", default="auto", help='tunnel.handshake_workers ("auto" or a count)'
+        )
+        command.add_argument("--engine", default="openssl", choices=["openssl", "mbedtls"])
     args = parser.parse_args()
     args.func(args)
 

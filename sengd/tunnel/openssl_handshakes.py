@@ -31,6 +31,7 @@ How a client gets in:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import heapq
 import hmac
 import itertools
@@ -46,6 +47,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from sengd.tunnel.clienthello import (
     ClientHello,
@@ -86,6 +89,19 @@ _SUITE_BY_OPENSSL_NAME = {
     "ECDHE-ECDSA-AES128-GCM-SHA256": KeyType.ECDSA,
     "ECDHE-RSA-AES256-GCM-SHA384": KeyType.RSA,
 }
+# OpenSSL callbacks are ctypes functions, not pyOpenSSL's (cffi `ffi.callback`): cffi's need
+# memory that is writable and executable, which sengd's unit forbids (MemoryDenyWriteExecute);
+# ctypes' use libffi's static trampolines. Their addresses are handed to OpenSSL through the
+# same binding pyOpenSSL uses.
+_VERIFY_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+_COOKIE_GENERATE_CB = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.POINTER(ctypes.c_uint)
+)
+_COOKIE_VERIFY_CB = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_ubyte), ctypes.c_uint
+)
+_COOKIE_LEN = 32
+
 _log = logging.getLogger(__name__)
 _COOKIE_PERIOD = 60.0
 _READ_CHUNK = 1 << 17
@@ -157,6 +173,8 @@ class OpenSslHandshakes:
         self._secrets = [os.urandom(32), os.urandom(32)]
         self._secret_at = -1.0
         self._now = 0.0
+        self._peer = b""
+        """Address and port of the client whose hello the lobby is reading (for cookies)."""
         self._lobby = self._new_connection()
         self._conns: dict[Address, _Connection] = {}
         self._pending_by_host: dict[str, int] = {}
@@ -191,11 +209,37 @@ class OpenSslHandshakes:
             key = serialization.load_der_private_key(cred.private_key_der, None)
             ctx.use_certificate(crypto.X509.from_cryptography(cert))
             ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
-        # Request a certificate; whatever it is, attestation judges it after the handshake.
-        ctx.set_verify(SSL.VERIFY_PEER, _accept_any_certificate)
-        ctx.set_cookie_generate_callback(self._cookie)
-        ctx.set_cookie_verify_callback(self._cookie_ok)
+        self._install_callbacks(ctx)
         return ctx
+
+    def _install_callbacks(self, ctx: SSL.Context) -> None:
+        """Request a client certificate and accept whatever it is (attestation judges it after
+        the handshake; OpenSSL still checks the client's CertificateVerify signature), and
+        make and check cookies (for the peer in `self._peer`, set before each listen)."""
+        self._callbacks = (
+            _VERIFY_CB(_accept_any_certificate),
+            _COOKIE_GENERATE_CB(self._cookie),
+            _COOKIE_VERIFY_CB(self._cookie_ok),
+        )
+        raw = ctx._context  # the SSL_CTX pointer of pyOpenSSL's binding
+        verify, generate, check = (
+            _ffi.cast(
+                _ffi.typeof(setter).args[-1],
+                ctypes.cast(callback, ctypes.c_void_p).value or 0,
+            )
+            for setter, callback in zip(
+                (
+                    _lib.SSL_CTX_set_verify,
+                    _lib.SSL_CTX_set_cookie_generate_cb,
+                    _lib.SSL_CTX_set_cookie_verify_cb,
+                ),
+                self._callbacks,
+                strict=True,
+            )
+        )
+        _lib.SSL_CTX_set_verify(raw, _lib.SSL_VERIFY_PEER, verify)
+        _lib.SSL_CTX_set_cookie_generate_cb(raw, generate)
+        _lib.SSL_CTX_set_cookie_verify_cb(raw, check)
 
     def _new_connection(self) -> SSL.Connection:
         conn = SSL.Connection(self._context, None)
@@ -210,16 +254,32 @@ class OpenSslHandshakes:
             self._secrets = [os.urandom(32), self._secrets[0]]
             self._secret_at = self._now
 
-    def _cookie(self, conn: SSL.Connection) -> bytes:
-        peer: bytes = conn.get_app_data()
-        return hmac.new(self._secrets[0], peer, sha256).digest()
+    def _cookie(self, _ssl: int | None, cookie: Any, length: Any) -> int:
+        """OpenSSL's cookie generate callback: HMAC of the current peer, 32 bytes."""
+        try:
+            value = hmac.new(self._secrets[0], self._peer, sha256).digest()
+            ctypes.memmove(cookie, value, _COOKIE_LEN)
+            length[0] = _COOKIE_LEN
+            return 1
+        except Exception:  # never let an exception unwind through OpenSSL
+            _log.exception("cookie generation failed")
+            return 0
 
-    def _cookie_ok(self, conn: SSL.Connection, cookie: bytes) -> bool:
-        peer: bytes = conn.get_app_data()
-        return any(
-            hmac.compare_digest(hmac.new(secret, peer, sha256).digest(), cookie)
-            for secret in self._secrets
-        )
+    def _cookie_ok(self, _ssl: int | None, cookie: Any, length: int) -> int:
+        """OpenSSL's cookie verify callback: 1 if the cookie is ours for the current peer."""
+        try:
+            if length != _COOKIE_LEN:
+                return 0
+            presented = ctypes.string_at(cookie, length)
+            return int(
+                any(
+                    hmac.compare_digest(hmac.new(secret, self._peer, sha256).digest(), presented)
+                    for secret in self._secrets
+                )
+            )
+        except Exception:
+            _log.exception("cookie verification failed")
+            return 0
 
     # -- queries and outputs (as DtlsListener) ---------------------------------------------
 
@@ -317,7 +377,7 @@ class OpenSslHandshakes:
             return
         self._rotate()
         lobby = self._lobby
-        lobby.set_app_data(peer)
+        self._peer = peer
         lobby.bio_write(data)
         try:
             lobby.DTLSv1_listen()
@@ -508,10 +568,8 @@ class OpenSslHandshakes:
         conn.wake_at = -1.0
 
 
-def _accept_any_certificate(
-    _conn: SSL.Connection, _cert: crypto.X509, _errno: int, _depth: int, _ok: int
-) -> bool:
-    return True
+def _accept_any_certificate(_preverify_ok: int, _store: int | None) -> int:
+    return 1
 
 
 def _first_epoch1_record(datagrams: Sequence[bytes]) -> bytes | None:

@@ -252,12 +252,21 @@ monitor_group = "{self.monitor_group}"
 
     # -- sengd ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, python_prelude: str = "") -> None:
+        """Start sengd; `python_prelude` runs in its interpreter first (e.g. a prctl)."""
         log = open(self.log_path, "a")  # noqa: SIM115 - the process owns it until it exits
         offset = self.log_path.stat().st_size
+        argv = [sys.executable, "-m", "sengd", "--config", str(self.config_path)]
+        if python_prelude:
+            argv = [
+                sys.executable,
+                "-c",
+                f"{python_prelude}\nimport runpy, sys\nsys.argv = {argv[2:]!r}\n"
+                "runpy.run_module('sengd', run_name='__main__')",
+            ]
         self.process = self.topo.spawn(
             self.gw,
-            [sys.executable, "-m", "sengd", "--config", str(self.config_path)],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

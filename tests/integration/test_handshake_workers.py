@@ -157,3 +157,31 @@ def test_a_worker_dies_with_a_killed_sengd(site: Site, ias: TestIas) -> None:
         not Path(f"/proc/{worker}/cmdline").exists()
         or not Path(f"/proc/{worker}/cmdline").read_bytes()
     )
+
+
+MDWE = """
+import ctypes
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) == 0
+"""
+
+
+@pytest.mark.parametrize("key_type", ["ec-p384", "rsa-2048"])
+def test_handshakes_work_without_writable_executable_memory(
+    site: Site, ias: TestIas, key_type: str
+) -> None:
+    """The packaged unit has MemoryDenyWriteExecute=yes: the kernel's MDWE (inherited by the
+    workers) refuses cffi's callbacks, so a worker relying on them would die at its first
+    handshake. Needs Linux >= 6.3 (PR_SET_MDWE); fails loudly without."""
+    site.write_config(tunnel='handshake_workers = 1\nhandshake_engine = "openssl"')
+    site.allow("demo", MR_A)
+    site.start(python_prelude=MDWE)
+    assert site.process is not None
+    (worker,) = children(site.process.pid)
+    assert "MDWE" not in site.log_text()
+    emu = site.emulator(mint_ratls_certificate(ias, key_type=key_type, mr_enclave=MR_A))
+    site.connect(emu)
+    assert site.ping_upstream(emu)
+    assert children(site.process.pid) == [worker], "the worker died and was replaced"
+    emu.close()
+
