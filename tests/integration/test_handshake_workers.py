@@ -9,6 +9,7 @@ not held up while other enclaves set up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from sengadm.client import Client
 from sengd.testing.attestation_kit import TestIas, mint_ratls_certificate
+from sengd.testing.enclave_emu import EnclaveEmulator
 from tests.integration.site import Site
 
 pytestmark = pytest.mark.integration
@@ -112,11 +114,9 @@ def test_a_killed_worker_is_replaced_and_nobody_else_notices(site: Site, ias: Te
         emu.close()
 
 
-def _try_connect(site: Site, emu: object) -> None:
-    try:
-        site.connect(emu)  # type: ignore[arg-type]
-    except Exception:  # noqa: S110 - the point is that this one may fail
-        pass
+def _try_connect(site: Site, emu: EnclaveEmulator) -> None:
+    with contextlib.suppress(Exception):  # the point is that this one may fail
+        site.connect(emu)
 
 
 def test_zero_workers_run_handshakes_in_sengd(site: Site, ias: TestIas) -> None:
@@ -184,4 +184,3 @@ def test_handshakes_work_without_writable_executable_memory(
     assert site.ping_upstream(emu)
     assert children(site.process.pid) == [worker], "the worker died and was replaced"
     emu.close()
-
