@@ -167,8 +167,7 @@ def running_site(
         site.write_config(
             "[limits]\nmax_sessions = 20000\nmax_pending_handshakes = 4096\n"
             "max_pending_handshakes_per_host = 4096\n" + extra_config,
-            tunnel=f"handshake_workers = {_workers_value(workers)}\n"
-            f'handshake_engine = "{engine}"',
+            tunnel=f'handshake_workers = {_workers_value(workers)}\nhandshake_engine = "{engine}"',
         )
         site.add_subnet("172.16.0.0/14", "bench")
         site.allow("bench", MR)
