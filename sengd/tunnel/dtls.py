@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mbedtls import _random as mbedtls_random
@@ -227,20 +228,8 @@ class ServerCredential:
         Accepts RSA keys (>= 2048 bits) and EC keys on P-256, P-384 or P-521.
         Raises CredentialError naming the problem.
         """
-        try:
-            if certificate.lstrip().startswith(b"-----"):
-                cert = x509.load_pem_x509_certificate(certificate)
-            else:
-                cert = x509.load_der_x509_certificate(certificate)
-        except ValueError as exc:
-            raise CredentialError(f"certificate does not parse: {exc}") from exc
-        try:
-            if private_key.lstrip().startswith(b"-----"):
-                key = serialization.load_pem_private_key(private_key, password)
-            else:
-                key = serialization.load_der_private_key(private_key, password)
-        except (ValueError, TypeError) as exc:
-            raise CredentialError(f"private key does not load: {exc}") from exc
+        cert = _load_certificate(certificate)
+        key = _load_private_key(private_key, password)
         key_type: KeyType
         if isinstance(key, rsa.RSAPrivateKey):
             if key.key_size < 2048:
@@ -253,7 +242,11 @@ class ServerCredential:
         else:
             raise CredentialError(f"unsupported key type {type(key).__name__}")
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        try:
+            cert_spki = cert.public_key().public_bytes(*spki)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CredentialError(f"certificate's public key does not load: {exc}") from exc
+        if cert_spki != key.public_key().public_bytes(*spki):
             raise CredentialError("private key does not match the certificate")
         return cls(
             certificate_der=cert.public_bytes(serialization.Encoding.DER),
@@ -272,6 +265,24 @@ class ServerCredential:
             return cls.from_bytes(certificate_path.read_bytes(), private_key_path.read_bytes())
         except CredentialError as exc:
             raise CredentialError(f"{certificate_path} / {private_key_path}: {exc}") from exc
+
+
+def _load_certificate(data: bytes) -> x509.Certificate:
+    try:
+        if data.lstrip().startswith(b"-----"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise CredentialError(f"certificate does not parse: {exc}") from exc
+
+
+def _load_private_key(data: bytes, password: bytes | None) -> Any:
+    try:
+        if data.lstrip().startswith(b"-----"):
+            return serialization.load_pem_private_key(data, password)
+        return serialization.load_der_private_key(data, password)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CredentialError(f"private key does not load: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from typing import Any
 from sengd.tunnel.dtls import (
     Address,
     CloseReason,
+    CredentialError,
     DropReason,
     HandshakeHandoff,
     KeyType,
@@ -359,7 +360,7 @@ def decode_init(data: bytes) -> WorkerSettings:
     reader = _Reader(data, 1)
     try:
         header = json.loads(reader.blob())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise HandoffError(f"INIT header: {exc}") from None
     parts = reader.blobs()
     reader.end()
@@ -379,5 +380,5 @@ def decode_init(data: bytes) -> WorkerSettings:
             log_level=str(header.get("log_level", "info")),
             engine=_engine(header.get("engine", "openssl")),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, CredentialError) as exc:
         raise HandoffError(f"INIT: {exc}") from None
