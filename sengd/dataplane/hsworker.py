@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import socket
 import sys
@@ -43,6 +44,9 @@ log = logging.getLogger("sengd.hsworker")
 BATCH = 64
 """Messages read per wake-up before the listeners' output is flushed."""
 STATS_INTERVAL = 0.5
+NICENESS = 5
+"""How much less CPU priority a worker takes than the forwarding process: in a reconnect
+storm the handshakes wait a little, established enclaves' packets do not."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -212,6 +216,15 @@ def _die_with_parent() -> None:
         pass  # the closed control socket still ends the worker
 
 
+def _lower_priority() -> str | None:
+    """Yield the CPU to the forwarding process; the reason if that is not allowed here."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 3 or not all(a.isdigit() for a in args):
@@ -230,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sengd handshake worker: {exc}", file=sys.stderr)
         return 1
     eventlog.setup(settings.log_level)
+    refused = _lower_priority()
+    if refused is not None:
+        emit(log, logging.WARNING, "worker-priority-unchanged", reason=refused)
     worker = HandshakeWorker(settings, ctrl, sockets)
     ctrl.sendall(wire.encode_ready())
     emit(log, logging.DEBUG, "worker-started", index=settings.index)
