@@ -328,6 +328,25 @@ WantedBy=multi-user.target
 """
 # A short watchdog, so that a missing WATCHDOG=1 would show within the test.
 WATCHDOG_DROP_IN = "[Service]\nWatchdogSec=3s\n"
+HANDSHAKE_PROBE = """\
+import contextlib
+from datetime import UTC, datetime, timedelta
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from sengd.testing.enclave_emu import ClientIdentity, EmulatorError, EnclaveEmulator
+key = ec.generate_private_key(ec.SECP384R1())
+name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "probe")])
+now = datetime.now(UTC)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256()))
+emu = EnclaveEmulator(("127.0.0.1", 12345), ClientIdentity.from_certificate(cert, key),
+                      pinned_server_cert=None, timeout=5.0)
+with contextlib.suppress(EmulatorError):
+    emu.connect()
+"""
 
 
 class Container:
@@ -435,6 +454,15 @@ def test_sengd_service_runs_hardened_under_booted_systemd(deb: Path, chroot: Chr
         journal = container.run("journalctl", "-u", "sengd", "-o", "cat").stdout
         assert 'event=firewall-ready table="inet seng"' in journal, journal
         assert container.run("sengadm", "status").returncode == 0
+        # A handshake through the sandbox: a handshake worker (MemoryDenyWriteExecute, its
+        # own lower priority) completes it and hands it over; the certificate is no RA-TLS
+        # certificate, so the gateway denies it.
+        container.run(f"{VENV}/bin/python", "-c", HANDSHAKE_PROBE)
+        journal = container.run("journalctl", "-u", "sengd", "-o", "cat").stdout
+        assert re.search(r"event=handshake-workers count=\d+ engine=openssl", journal), journal
+        assert "event=denied tunnel=1" in journal, journal
+        for trouble in ("worker-priority-unchanged", "handshake-worker-lost", "MemoryError"):
+            assert trouble not in journal, journal
         assert container.run("ip", "link", "show", "tunFA").returncode == 0
 
         security = container.run("systemd-analyze", "security", "sengd", "--no-pager")
