@@ -45,7 +45,7 @@ from sengd.tunnel.dtls import (
 
 log = logging.getLogger("sengd.handshakes")
 
-BATCH = 8
+BATCH = 1
 """Worker messages handled per wake-up. Each handoff costs the forwarding loop an attestation,
 a lease and a log line (~1 ms): a small batch lets established enclaves' packets in between."""
 SOCKET_BUFFER = 1 << 21

@@ -104,6 +104,7 @@ _COOKIE_LEN = 32
 
 _log = logging.getLogger(__name__)
 _COOKIE_PERIOD = 60.0
+_INBOUND_KEPT = 8
 _READ_CHUNK = 1 << 17
 _REPOLL = 0.05
 
@@ -117,7 +118,7 @@ class _Connection:
         "client_random",
         "deadline",
         "host",
-        "in_seq",
+        "inbound",
         "out_seq",
         "ssl",
         "wake_at",
@@ -134,8 +135,9 @@ class _Connection:
         self.wake_at = -1.0
         self.out_seq = -1
         """Highest epoch-1 sequence number we sent (our Finished and its resends)."""
-        self.in_seq = -1
-        """Highest epoch-1 sequence number the client sent (its Finished)."""
+        self.inbound: list[bytes] = []
+        """The last epoch-1 records received (the client's Finished among them), not yet
+        authenticated: anyone can send such a record from the client's address."""
 
 
 class OpenSslHandshakes:
@@ -207,8 +209,8 @@ class OpenSslHandshakes:
         for cred in credentials:
             cert = x509.load_der_x509_certificate(cred.certificate_der)
             key = serialization.load_der_private_key(cred.private_key_der, None)
-            ctx.use_certificate(crypto.X509.from_cryptography(cert))
-            ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))  # type: ignore[arg-type]
+            ctx.use_certificate(cert)
+            ctx.use_privatekey(key)  # type: ignore[arg-type]
         self._install_callbacks(ctx)
         return ctx
 
@@ -250,7 +252,12 @@ class OpenSslHandshakes:
     # -- cookies -----------------------------------------------------------------------------
 
     def _rotate(self) -> None:
-        if self._now - self._secret_at >= _COOKIE_PERIOD:
+        """A new secret every period; the previous one is accepted for one more period."""
+        elapsed = self._now - self._secret_at
+        if elapsed >= 2 * _COOKIE_PERIOD or self._secret_at < 0:
+            self._secrets = [os.urandom(32), os.urandom(32)]
+            self._secret_at = self._now
+        elif elapsed >= _COOKIE_PERIOD:
             self._secrets = [os.urandom(32), self._secrets[0]]
             self._secret_at = self._now
 
@@ -475,7 +482,7 @@ class OpenSslHandshakes:
             raise KeyExportError(f"unexpected suite {ssl.get_cipher_name()}")
         name, suite_id = SUITES[key_type]
         finished = _first_epoch1_record(final_flight)
-        if finished is None or conn.in_seq < 0:
+        if finished is None or not conn.inbound:
             raise KeyExportError("no Finished seen in epoch 1")
         master, server_random, client_random = (
             ssl.master_key(),
@@ -491,8 +498,8 @@ class OpenSslHandshakes:
             client_random=client_random,
             epoch=1,
             out_seq=conn.out_seq + 1,
-            in_top=conn.in_seq,
-            in_window=1,
+            in_top=0,
+            in_window=0,
         )
         keys = derive_keys(session)
         check = RecordLayer(
@@ -504,7 +511,17 @@ class OpenSslHandshakes:
         )
         if check.open(finished)[0] != CONTENT_HANDSHAKE:
             raise KeyExportError("derived keys do not reproduce OpenSSL's Finished")
-        return RecordLayer.server(session, keys).state(), name, key_type
+        # The replay window starts from the client's records that authenticate (its Finished),
+        # never from a sequence number merely seen.
+        records = RecordLayer.server(session, keys)
+        authentic = 0
+        for record in conn.inbound:
+            with contextlib.suppress(RecordRejected):
+                records.open(record)
+                authentic += 1
+        if not authentic:
+            raise KeyExportError("no authentic record from the client in epoch 1")
+        return records.state(), name, key_type
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -534,15 +551,16 @@ class OpenSslHandshakes:
 
     @staticmethod
     def _note_epoch1(data: bytes, *, inbound: bool, conn: _Connection) -> None:
-        """Track the highest epoch-1 sequence number each way (for the handoff)."""
+        """Keep the client's epoch-1 records and the highest epoch-1 sequence number we sent
+        (for the handoff)."""
         try:
             for record in iter_records(data):
                 if record[3] == 0 and record[4] == 1:
-                    seq = int.from_bytes(record[5:11], "big")
                     if inbound:
-                        conn.in_seq = max(conn.in_seq, seq)
+                        conn.inbound.append(bytes(record))
+                        del conn.inbound[:-_INBOUND_KEPT]
                     else:
-                        conn.out_seq = max(conn.out_seq, seq)
+                        conn.out_seq = max(conn.out_seq, int.from_bytes(record[5:11], "big"))
         except RecordError:
             return
 

@@ -882,11 +882,6 @@ def test_cookie_survives_one_secret_rotation_but_not_two() -> None:
     assert engine.pending_count == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the cookie secret rotates by one step per hello however long ago the last "
-    "rotation was, so a cookie stays valid indefinitely while no hello arrives",
-)
 def test_cookie_older_than_two_periods_is_refused() -> None:
     engine = engine_for("ecdsa")
     hello = openssl_hello(Build.ECDSA)
@@ -918,14 +913,9 @@ def test_cookie_hello_with_message_seq_0_is_never_answered_and_times_out() -> No
     assert engine.datagrams_to_send() == []
 
 
-# -- known bugs ------------------------------------------------------------------------------
+# -- once bugs -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: epoch-1 sequence numbers of unauthenticated inbound datagrams set the "
-    "handed-off replay window (in_top), so one forged record poisons it",
-)
 def test_forged_epoch1_record_during_handshake_does_not_poison_the_replay_window() -> None:
     engine = engine_for("ecdsa")
     wire = to_pending(engine, client_for("ecdsa"), ADDR)
