@@ -15,7 +15,8 @@ Server CPU = utime + stime of the sengd process tree from /proc, never wall time
          (RSS growth / enclaves) and the probe's RTT with all of them established.
 
 Run as root:  .venv/bin/python -m bench.setups rate|storm|scale [options]
-Writes bench/results/setups-<command>.{json,md}.
+Writes bench/results/setups-<command>.{json,md} (storm with --isolate-forwarding:
+setups-storm-isolated.{json,md}).
 """
 
 from __future__ import annotations
@@ -183,6 +184,21 @@ def running_site(
                 site.stop(timeout=120)
 
 
+FORWARDING_CPUS = {0}
+OTHER_CPUS = {1}
+
+
+def isolate_forwarding(pid: int) -> None:
+    """Pin sengd's forwarding process and this process (the probe) to CPU 0, sengd's
+    handshake workers and the emulated enclaves (`Clients`) to CPU 1: the storm's clients then
+    stand for enclaves on other machines, and the probe measures the gateway, not its own
+    wait for a CPU."""
+    os.sched_setaffinity(pid, FORWARDING_CPUS)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        os.sched_setaffinity(int(child), OTHER_CPUS)
+    os.sched_setaffinity(0, FORWARDING_CPUS)
+
+
 def _workers_value(workers: str) -> str:
     return workers if workers.isdigit() else f'"{workers}"'
 
@@ -258,13 +274,16 @@ def cmd_rate(args: argparse.Namespace) -> None:
     )
 
 
-def cmd_storm(args: argparse.Namespace) -> None:
+def storm_once(args: argparse.Namespace) -> dict[str, Any]:
+    """One storm: a fresh site, a restart, `--storm` enclaves at once; figures of that run."""
     with running_site(workers=args.workers, engine=args.engine) as (site, ias):
         assert site.process is not None
         certs = mint(ias, args.storm)
         site.stop(timeout=60)
         site.start()  # the restart: every enclave comes back at once
         pid = site.process.pid
+        if args.isolate_forwarding:
+            isolate_forwarding(pid)
         probe = probe_rtt(site, ias)
         idle: list[float] = []
         rtts(probe, threading.Event(), idle, 300, pace=0.002)
@@ -274,7 +293,11 @@ def cmd_storm(args: argparse.Namespace) -> None:
         pinger = threading.Thread(target=rtts, args=(probe, stop, busy, 10**9, None, 0.002))
         cpu0 = process_tree_cpu(pid)
         pinger.start()
+        if args.isolate_forwarding:
+            os.sched_setaffinity(0, OTHER_CPUS)  # inherited by the client processes
         clients.start(certs, args.concurrency, client_processes(len(certs)))
+        if args.isolate_forwarding:
+            os.sched_setaffinity(0, FORWARDING_CPUS)
         out = clients.wait()
         stop.set()
         pinger.join()
@@ -282,11 +305,10 @@ def cmd_storm(args: argparse.Namespace) -> None:
         rss = rss_kb(pid)
         clients.release()
         probe.close()
+    if args.isolate_forwarding:
+        os.sched_setaffinity(0, FORWARDING_CPUS | OTHER_CPUS)
     done = len(out["latencies"])
-    result = {
-        "method": __doc__,
-        "args": vars(args) | {"func": None},
-        "enclaves": args.storm,
+    return {
         "completed": done,
         "failures": out["failures"][:20],
         "storm_wall_s": out["wall"],
@@ -296,19 +318,59 @@ def cmd_storm(args: argparse.Namespace) -> None:
         "rtt_idle": rtt_summary(idle),
         "rtt_during_storm": rtt_summary(busy),
     }
+
+
+def cmd_storm(args: argparse.Namespace) -> None:
+    runs = []
+    for _ in range(args.repeats):
+        runs.append(storm_once(args))
+        print(runs[-1], flush=True)
+
+    def mid(get: Any) -> float:
+        return median([get(r) for r in runs])
+
+    result = {
+        "method": __doc__,
+        "args": vars(args) | {"func": None},
+        "enclaves": args.storm,
+        "runs": runs,
+        "completed_min": min(r["completed"] for r in runs),
+        "storm_wall_s": mid(lambda r: r["storm_wall_s"]),
+        "server_cpu_ms_per_setup": mid(lambda r: r["server_cpu_ms_per_setup"]),
+        "rtt_idle_p50_ms": mid(lambda r: r["rtt_idle"]["p50_ms"]),
+        "rtt_idle_p99_ms": mid(lambda r: r["rtt_idle"]["p99_ms"]),
+        "rtt_storm_p50_ms": mid(lambda r: r["rtt_during_storm"]["p50_ms"]),
+        "rtt_storm_p99_ms": mid(lambda r: r["rtt_during_storm"]["p99_ms"]),
+    }
+    placement = (
+        "sengd's forwarding process and the probe on CPU 0, its handshake workers and the "
+        "emulated enclaves on CPU 1"
+        if args.isolate_forwarding
+        else "sengd, its workers and the emulated enclaves sharing both CPUs"
+    )
     write_results(
-        "setups-storm",
+        "setups-storm-isolated" if args.isolate_forwarding else "setups-storm",
         result,
         [
-            ("enclaves set up after restart", f"{done} of {args.storm}"),
-            ("time until all were up", f"{out['wall']:.2f} s"),
+            (
+                "enclaves set up after restart (worst run)",
+                f"{result['completed_min']} of {args.storm}",
+            ),
+            ("time until all were up", f"{result['storm_wall_s']:.2f} s"),
             ("server CPU per setup", f"{result['server_cpu_ms_per_setup']:.2f} ms"),
-            ("probe RTT idle p50 / p99", _rtt(result["rtt_idle"])),
-            ("probe RTT during the storm p50 / p99", _rtt(result["rtt_during_storm"])),
+            (
+                "probe RTT idle p50 / p99",
+                f"{result['rtt_idle_p50_ms']:.3f} / {result['rtt_idle_p99_ms']:.3f} ms",
+            ),
+            (
+                "probe RTT during the storm p50 / p99",
+                f"{result['rtt_storm_p50_ms']:.3f} / {result['rtt_storm_p99_ms']:.3f} ms",
+            ),
         ],
         ("measurement", "value"),
-        notes=f"{args.concurrency} setups in flight from {client_processes(args.storm)} client "
-        "processes (sharing the machine's 2 CPUs with sengd).",
+        notes=f"Median of {args.repeats} runs. {args.concurrency} setups in flight from "
+        f"{client_processes(args.storm)} client processes (niceness {args.client_nice}); "
+        f"{placement}. handshake_workers={args.workers}, handshake_engine={args.engine}.",
     )
 
 
@@ -373,6 +435,12 @@ def main() -> None:
     storm = sub.add_parser("storm")
     storm.add_argument("--storm", type=int, default=1000)
     storm.add_argument("--concurrency", type=int, default=128)
+    storm.add_argument("--repeats", type=int, default=3)
+    storm.add_argument(
+        "--isolate-forwarding",
+        action="store_true",
+        help="sengd's forwarding process alone on CPU 0, everything else on CPU 1",
+    )
     storm.set_defaults(func=cmd_storm)
     scale = sub.add_parser("scale")
     scale.add_argument("--enclaves", type=int, default=2000)
