@@ -138,6 +138,9 @@ def status() -> dict[str, Any]:
         "sessions": 4,
         "active_sessions": 3,
         "pending_handshakes": 0,
+        "handshake_workers": [
+            {"index": 0, "pid": 4242, "alive": True, "restarts": 0, "handoffs": 2468}
+        ],
         "handshakes": {"admitted": 412, "paired": 409, "denied:not-allowlisted": 17},
         "drops": {},
         "listener_drops": {},
