@@ -333,15 +333,11 @@ class Gateway:
                 self.drops[f"send-error-{exc.errno}"] += 1
 
     def _arm_listener(self, index: int) -> None:
-        when = self.listeners[index].next_timer()
-        current = self._listener_timers[index]
-        if when is None:
-            return
-        if current is not None and not current.cancelled and current.when <= when:
-            return
-        if current is not None:
-            current.cancel()
-        self._listener_timers[index] = self.loop.call_at(when, lambda: self._listener_due(index))
+        self._listener_timers[index] = self.loop.call_no_later(
+            self._listener_timers[index],
+            self.listeners[index].next_timer(),
+            lambda: self._listener_due(index),
+        )
 
     def _listener_due(self, index: int) -> None:
         self._listener_timers[index] = None

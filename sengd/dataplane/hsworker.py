@@ -165,15 +165,9 @@ class HandshakeWorker:
             self.loop.stop()
 
     def _arm(self, index: int) -> None:
-        when = self.listeners[index].next_timer()
-        current = self._timers[index]
-        if when is None:
-            return
-        if current is not None and not current.cancelled and current.when <= when:
-            return
-        if current is not None:
-            current.cancel()
-        self._timers[index] = self.loop.call_at(when, lambda: self._due(index))
+        self._timers[index] = self.loop.call_no_later(
+            self._timers[index], self.listeners[index].next_timer(), lambda: self._due(index)
+        )
 
     def _due(self, index: int) -> None:
         self._timers[index] = None

@@ -99,6 +99,19 @@ class EventLoop:
         heapq.heappush(self._timers, handle)
         return handle
 
+    def call_no_later(
+        self, current: TimerHandle | None, when: float | None, callback: Callback
+    ) -> TimerHandle | None:
+        """Make sure `callback()` runs by `when` (None: nothing due): `current` is kept if it
+        is live and not later, otherwise cancelled and replaced. Returns the handle to keep."""
+        if when is None:
+            return current
+        if current is not None and not current.cancelled and current.when <= when:
+            return current
+        if current is not None:
+            current.cancel()
+        return self.call_at(when, callback)
+
     def call_later(self, delay: float, callback: Callback) -> TimerHandle:
         """Run `callback()` once after `delay` seconds."""
         return self.call_at(self.time() + delay, callback)

@@ -39,11 +39,8 @@ never touches another.
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import os
-import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +66,7 @@ from sengd.tunnel.clienthello import (
     is_client_hello,
     parse_client_hello,
 )
+from sengd.tunnel.endpoint import Endpoint
 from sengd.tunnel.keyexport import SUITES as KEY_SUITES
 from sengd.tunnel.keyexport import (
     ExportedSession,
@@ -431,7 +429,7 @@ class _Connection:
         self.wake_at = -1.0
 
 
-class DtlsListener:
+class DtlsListener(Endpoint[_Connection]):
     """All DTLS connections of one UDP port (see the module docstring for the protocol).
 
     Parameters:
@@ -469,6 +467,7 @@ class DtlsListener:
         export_keys: bool = True,
         handoff: bool = False,
     ) -> None:
+        super().__init__()
         if not credentials:
             raise ValueError("at least one server credential is required")
         types = [c.key_type for c in credentials]
@@ -503,13 +502,7 @@ class DtlsListener:
         for slot in self._slots:
             slot.lobby.setmtu(mtu)
         self._slot_by_suite = {slot.suite_id: slot for slot in self._slots}
-        self._conns: dict[Address, _Connection] = {}
-        self._pending_by_host: dict[str, int] = {}
         self._pending = 0
-        self._timers: list[tuple[float, int, weakref.ref[_Connection]]] = []
-        self._timer_seq = itertools.count()
-        self._events: list[Event] = []
-        self._out: list[tuple[bytes, Address]] = []
         self._rbuf = bytearray(_READ_CHUNK)
         self._rview = memoryview(self._rbuf)
         self._rarg = cast(bytes, self._rbuf)  # the stub says bytes; readinto needs it writable
@@ -545,28 +538,8 @@ class DtlsListener:
         conn = self._conns.get(addr)
         return conn is not None and conn.established
 
-    # -- outputs ---------------------------------------------------------------------------
-
-    def events(self) -> list[Event]:
-        """Return and forget the events produced since the last call, oldest first."""
-        events, self._events = self._events, []
-        return events
-
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        """Return and forget the datagrams to send, in order, each with its destination."""
-        out, self._out = self._out, []
-        return out
-
-    def next_timer(self) -> float | None:
-        """When `handle_timers` must be called next (same clock as `now`), or None."""
-        timers = self._timers
-        while timers:
-            when, _, ref = timers[0]
-            conn = ref()
-            if conn is not None and conn.wake_at == when and not conn.established:
-                return when
-            heapq.heappop(timers)
-        return None
+    def _timer_live(self, conn: _Connection, when: float) -> bool:
+        return conn.wake_at == when and not conn.established
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -608,14 +581,7 @@ class DtlsListener:
 
     def handle_timers(self, now: float) -> None:
         """Run retransmissions and handshake timeouts that are due at `now`."""
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            when, _, ref = heapq.heappop(timers)
-            conn = ref()
-            if conn is None or conn.wake_at != when or conn.established:
-                continue
-            if self._conns.get(conn.addr) is not conn:
-                continue
+        for conn in self._due(now):
             if now >= conn.deadline:
                 self._fail(conn, CloseReason.HANDSHAKE_TIMEOUT)
                 continue
@@ -869,7 +835,7 @@ class DtlsListener:
         conn = _Connection(addr, buf, slot, hello.random, now + self.handshake_timeout)
         self._conns[addr] = conn
         self._pending += 1
-        self._pending_by_host[conn.host] = self._pending_by_host.get(conn.host, 0) + 1
+        self._hold_host(conn.host)
         if self.handoff:
             self._events.append(HandshakeStarted(addr, hello.random))
         self._flush_server_hello(conn)
@@ -887,7 +853,7 @@ class DtlsListener:
         pending = self._pending - replaced_pending
         if pending >= self.max_pending:
             return DropReason.PENDING_LIMIT
-        if self._pending_by_host.get(host, 0) - replaced_pending >= self.max_pending_per_host:
+        if self._host_pending(host) - replaced_pending >= self.max_pending_per_host:
             return DropReason.HOST_PENDING_LIMIT
         if (
             self.max_connections is not None
@@ -1229,9 +1195,7 @@ class DtlsListener:
         return True
 
     def _schedule(self, conn: _Connection, when: float) -> None:
-        when = min(when, conn.deadline)
-        conn.wake_at = when
-        heapq.heappush(self._timers, (when, next(self._timer_seq), weakref.ref(conn)))
+        self._set_timer(conn, min(when, conn.deadline))
 
     def _fail(self, conn: _Connection, reason: CloseReason) -> None:
         established = conn.established
@@ -1245,13 +1209,6 @@ class DtlsListener:
                 self._pending -= 1
                 self._release_host(conn.host)
         conn.wake_at = -1.0
-
-    def _release_host(self, host: str) -> None:
-        left = self._pending_by_host.get(host, 0) - 1
-        if left > 0:
-            self._pending_by_host[host] = left
-        else:
-            self._pending_by_host.pop(host, None)
 
 
 def _epoch1_record(datagrams: Sequence[bytes]) -> bytes | None:

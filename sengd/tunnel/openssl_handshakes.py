@@ -32,12 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import heapq
 import hmac
-import itertools
 import logging
 import os
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from hashlib import sha256
@@ -64,12 +61,12 @@ from sengd.tunnel.dtls import (
     CloseReason,
     ConnectionClosed,
     DropReason,
-    Event,
     HandshakeHandoff,
     HandshakeStarted,
     KeyType,
     ServerCredential,
 )
+from sengd.tunnel.endpoint import Endpoint
 from sengd.tunnel.keyexport import SUITES as KEY_SUITES
 from sengd.tunnel.keyexport import ExportedSession, KeyExportError, derive_keys
 from sengd.tunnel.recordlayer import (
@@ -140,7 +137,7 @@ class _Connection:
         authenticated: anyone can send such a record from the client's address."""
 
 
-class OpenSslHandshakes:
+class OpenSslHandshakes(Endpoint[_Connection]):
     """All handshakes of one UDP port, run by OpenSSL; finished ones are handed off.
 
     Parameters as `DtlsListener`'s (credentials: at most one per key type).
@@ -157,6 +154,7 @@ class OpenSslHandshakes:
         max_pending: int = 1024,
         max_pending_per_host: int = 256,
     ) -> None:
+        super().__init__()
         if not credentials:
             raise ValueError("at least one server credential is required")
         types = [c.key_type for c in credentials]
@@ -178,12 +176,6 @@ class OpenSslHandshakes:
         self._peer = b""
         """Address and port of the client whose hello the lobby is reading (for cookies)."""
         self._lobby = self._new_connection()
-        self._conns: dict[Address, _Connection] = {}
-        self._pending_by_host: dict[str, int] = {}
-        self._timers: list[tuple[float, int, weakref.ref[_Connection]]] = []
-        self._timer_seq = itertools.count()
-        self._events: list[Event] = []
-        self._out: list[tuple[bytes, Address]] = []
         self.drops: Counter[DropReason] = Counter()
         self.hello_verify_requests = 0
         self.export_failures = 0
@@ -298,24 +290,6 @@ class OpenSslHandshakes:
     def pending_count(self) -> int:
         return len(self._conns)
 
-    def events(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
-
-    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        out, self._out = self._out, []
-        return out
-
-    def next_timer(self) -> float | None:
-        timers = self._timers
-        while timers:
-            when, _, ref = timers[0]
-            conn = ref()
-            if conn is not None and conn.wake_at == when:
-                return when
-            heapq.heappop(timers)
-        return None
-
     # -- inputs ----------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Address, now: float) -> None:
@@ -347,12 +321,7 @@ class OpenSslHandshakes:
     def handle_timers(self, now: float) -> None:
         """Retransmissions and handshake timeouts due at `now`."""
         self._now = now
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            when, _, ref = heapq.heappop(timers)
-            conn = ref()
-            if conn is None or conn.wake_at != when or self._conns.get(conn.addr) is not conn:
-                continue
+        for conn in self._due(now):
             if now >= conn.deadline:
                 self._fail(conn, CloseReason.HANDSHAKE_TIMEOUT)
                 continue
@@ -411,7 +380,7 @@ class OpenSslHandshakes:
             self._events.append(ConnectionClosed(addr, CloseReason.REPLACED, False))
         conn = _Connection(addr, lobby, hello.random, now + self.handshake_timeout)
         self._conns[addr] = conn
-        self._pending_by_host[conn.host] = self._pending_by_host.get(conn.host, 0) + 1
+        self._hold_host(conn.host)
         self._events.append(HandshakeStarted(addr, hello.random))
         self._step(conn, now)
 
@@ -422,7 +391,7 @@ class OpenSslHandshakes:
         replaced = old is not None
         if len(self._conns) - replaced >= self.max_pending:
             return DropReason.PENDING_LIMIT
-        if self._pending_by_host.get(host, 0) - replaced >= self.max_pending_per_host:
+        if self._host_pending(host) - replaced >= self.max_pending_per_host:
             return DropReason.HOST_PENDING_LIMIT
         return None
 
@@ -567,9 +536,7 @@ class OpenSslHandshakes:
     def _schedule(self, conn: _Connection, now: float) -> None:
         timeout: Any = conn.ssl.DTLSv1_get_timeout()
         delay = _REPOLL if timeout is None else max(float(timeout), 0.001)
-        when = min(now + delay, conn.deadline)
-        conn.wake_at = when
-        heapq.heappush(self._timers, (when, next(self._timer_seq), weakref.ref(conn)))
+        self._set_timer(conn, min(now + delay, conn.deadline))
 
     def _fail(self, conn: _Connection, reason: CloseReason) -> None:
         self._remove(conn)
@@ -578,11 +545,7 @@ class OpenSslHandshakes:
     def _remove(self, conn: _Connection) -> None:
         if self._conns.get(conn.addr) is conn:
             del self._conns[conn.addr]
-            left = self._pending_by_host.get(conn.host, 0) - 1
-            if left > 0:
-                self._pending_by_host[conn.host] = left
-            else:
-                self._pending_by_host.pop(conn.host, None)
+            self._release_host(conn.host)
         conn.wake_at = -1.0
 
 

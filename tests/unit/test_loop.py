@@ -112,3 +112,26 @@ def test_writer_called_when_writable_and_removable() -> None:
     a.close()
     b.close()
     assert calls == ["w", "done"]
+
+
+def test_call_no_later_keeps_the_earlier_timer() -> None:
+    loop = EventLoop()
+    ran: list[str] = []
+    now = loop.time()
+    assert loop.call_no_later(None, None, lambda: ran.append("never")) is None
+    first = loop.call_no_later(None, now + 0.02, lambda: ran.append("first"))
+    assert first is not None
+    # A later deadline keeps the earlier timer; an earlier one replaces (and cancels) it.
+    assert loop.call_no_later(first, now + 0.05, lambda: ran.append("later")) is first
+    assert loop.call_no_later(first, None, lambda: ran.append("none")) is first
+    earlier = loop.call_no_later(first, now + 0.01, lambda: ran.append("earlier"))
+    assert earlier is not first and first.cancelled
+    # A cancelled handle is replaced even by a later deadline.
+    assert earlier is not None
+    earlier.cancel()
+    last = loop.call_no_later(earlier, now + 0.03, lambda: ran.append("last"))
+    assert last is not earlier
+    loop.call_at(now + 0.06, loop.stop)
+    loop.run()
+    loop.close()
+    assert ran == ["last"]

@@ -1,0 +1,100 @@
+"""What the two handshake engines share: output queues, handshake timers, pending counts.
+
+`DtlsListener` (mbedtls) and `OpenSslHandshakes` (OpenSSL) are sans-IO endpoints with the
+same outputs: events and datagrams drained by the I/O shell, and one timer per pending
+handshake, kept in a heap of weak references so that a connection that is gone needs no
+bookkeeping. Each connection carries `wake_at` (the time its live timer entry is for) and its
+peer address; `_timer_live` says whether a due entry still matters.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import weakref
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from sengd.tunnel.dtls import Address, Event
+
+
+class TimedConnection(Protocol):
+    addr: tuple[str, int]
+    wake_at: float
+
+
+C = TypeVar("C", bound=TimedConnection)
+
+
+class Endpoint(Generic[C]):
+    """Output queues, a timer heap and per-host pending counts of one sans-IO endpoint."""
+
+    def __init__(self) -> None:
+        self._conns: dict[Address, C] = {}
+        self._events: list[Event] = []
+        self._out: list[tuple[bytes, Address]] = []
+        self._timers: list[tuple[float, int, weakref.ref[C]]] = []
+        self._timer_seq = itertools.count()
+        self._pending_by_host: dict[str, int] = {}
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    def events(self) -> list[Event]:
+        """Return and forget the events produced since the last call, oldest first."""
+        events, self._events = self._events, []
+        return events
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Return and forget the datagrams to send, in order, each with its destination."""
+        out, self._out = self._out, []
+        return out
+
+    def next_timer(self) -> float | None:
+        """When `handle_timers` must be called next (same clock as `now`), or None."""
+        timers = self._timers
+        while timers:
+            when, _, ref = timers[0]
+            conn = ref()
+            if conn is not None and self._timer_live(conn, when):
+                return when
+            heapq.heappop(timers)
+        return None
+
+    # -- for the engines -------------------------------------------------------------------
+
+    def _timer_live(self, conn: C, when: float) -> bool:
+        """Whether a timer entry for `conn` at `when` is still wanted."""
+        return conn.wake_at == when
+
+    def _set_timer(self, conn: C, when: float) -> None:
+        """Wake `conn` at `when` (replacing its earlier timer)."""
+        conn.wake_at = when
+        heapq.heappush(self._timers, (when, next(self._timer_seq), weakref.ref(conn)))
+
+    def _due(self, now: float) -> Iterator[C]:
+        """Pop and yield the connections whose live timer is due at `now` and which are still
+        this endpoint's connection of their address."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, ref = heapq.heappop(timers)
+            conn = ref()
+            if (
+                conn is not None
+                and self._timer_live(conn, when)
+                and self._conns.get(conn.addr) is conn
+            ):
+                yield conn
+
+    def _host_pending(self, host: str) -> int:
+        return self._pending_by_host.get(host, 0)
+
+    def _hold_host(self, host: str) -> None:
+        self._pending_by_host[host] = self._pending_by_host.get(host, 0) + 1
+
+    def _release_host(self, host: str) -> None:
+        left = self._pending_by_host.get(host, 0) - 1
+        if left > 0:
+            self._pending_by_host[host] = left
+        else:
+            self._pending_by_host.pop(host, None)
