@@ -41,11 +41,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import AddressValueError, IPv4Address
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -66,6 +64,7 @@ from sengd.tunnel.clienthello import (
     is_client_hello,
     parse_client_hello,
 )
+from sengd.tunnel.endpoint import DropReason as DropReason  # noqa: PLC0414 - re-exported
 from sengd.tunnel.endpoint import Endpoint
 from sengd.tunnel.keyexport import SUITES as KEY_SUITES
 from sengd.tunnel.keyexport import (
@@ -180,33 +179,6 @@ class CloseReason(StrEnum):
     """(handoff mode) The keys could not be exported: the connection cannot leave its worker."""
     WORKER_LOST = "worker-lost"
     """The handshake worker that ran this handshake exited."""
-
-
-class DropReason(StrEnum):
-    """Why a datagram was dropped without effect (keys of `DtlsListener.drops`)."""
-
-    GARBAGE = "garbage"
-    """Not a DTLS record at all."""
-    OVERSIZED = "oversized"
-    UNKNOWN_ADDRESS = "unknown-address"
-    """A record that is no ClientHello from an address without a connection."""
-    BAD_CLIENT_HELLO = "bad-client-hello"
-    NO_SHARED_CIPHER = "no-shared-cipher"
-    BAD_COOKIE = "bad-cookie"
-    """A cookie was presented but did not verify (a fresh HelloVerifyRequest was sent)."""
-    PENDING_LIMIT = "pending-limit"
-    HOST_PENDING_LIMIT = "host-pending-limit"
-    CONNECTION_LIMIT = "connection-limit"
-    HELLO_REJECTED = "hello-rejected"
-    """mbedtls refused a ClientHello in the lobby (version, extensions, ...)."""
-    DUPLICATE_CLIENT_HELLO = "duplicate-client-hello"
-    """A copy of the ClientHello that started an established connection."""
-    DISCARDED = "discarded"
-    """An application-data datagram that yielded no record (bad MAC, replay, truncation)."""
-    INTERNAL_ERROR = "internal-error"
-    WORKER_UNAVAILABLE = "worker-unavailable"
-    """A handshake datagram that could not be passed to its handshake worker (busy or
-    restarting); the client retransmits."""
 
 
 @dataclass(frozen=True)
@@ -506,8 +478,6 @@ class DtlsListener(Endpoint[_Connection]):
         self._rbuf = bytearray(_READ_CHUNK)
         self._rview = memoryview(self._rbuf)
         self._rarg = cast(bytes, self._rbuf)  # the stub says bytes; readinto needs it writable
-        self.drops: Counter[DropReason] = Counter()
-        """Datagrams dropped, by reason (monotonic counters)."""
         self.hello_verify_requests = 0
         """HelloVerifyRequests sent (monotonic)."""
 
@@ -780,15 +750,8 @@ class DtlsListener(Endpoint[_Connection]):
             self.drops[DropReason.NO_SHARED_CIPHER] += 1
             return
         old = self._conns.get(addr)
-        if hello.cookie:
-            reason = self._limit_reached(addr[0], old)
-            if reason is not None:
-                self.drops[reason] += 1
-                return
-        try:
-            client_id = IPv4Address(addr[0]).packed + addr[1].to_bytes(2, "big")
-        except (AddressValueError, OverflowError, TypeError, ValueError):
-            self.drops[DropReason.GARBAGE] += 1
+        client_id = self._admit_hello(bool(hello.cookie), addr, old)
+        if client_id is None:
             return
         buf = slot.lobby
         buf.setcookieparam(client_id)

@@ -12,11 +12,41 @@ from __future__ import annotations
 import heapq
 import itertools
 import weakref
+from collections import Counter
 from collections.abc import Iterator
+from enum import StrEnum
+from ipaddress import AddressValueError, IPv4Address
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from sengd.tunnel.dtls import Address, Event
+
+
+class DropReason(StrEnum):
+    """Why a datagram was dropped without effect (keys of `DtlsListener.drops`)."""
+
+    GARBAGE = "garbage"
+    """Not a DTLS record at all."""
+    OVERSIZED = "oversized"
+    UNKNOWN_ADDRESS = "unknown-address"
+    """A record that is no ClientHello from an address without a connection."""
+    BAD_CLIENT_HELLO = "bad-client-hello"
+    NO_SHARED_CIPHER = "no-shared-cipher"
+    BAD_COOKIE = "bad-cookie"
+    """A cookie was presented but did not verify (a fresh HelloVerifyRequest was sent)."""
+    PENDING_LIMIT = "pending-limit"
+    HOST_PENDING_LIMIT = "host-pending-limit"
+    CONNECTION_LIMIT = "connection-limit"
+    HELLO_REJECTED = "hello-rejected"
+    """mbedtls refused a ClientHello in the lobby (version, extensions, ...)."""
+    DUPLICATE_CLIENT_HELLO = "duplicate-client-hello"
+    """A copy of the ClientHello that started an established connection."""
+    DISCARDED = "discarded"
+    """An application-data datagram that yielded no record (bad MAC, replay, truncation)."""
+    INTERNAL_ERROR = "internal-error"
+    WORKER_UNAVAILABLE = "worker-unavailable"
+    """A handshake datagram that could not be passed to its handshake worker (busy or
+    restarting); the client retransmits."""
 
 
 class TimedConnection(Protocol):
@@ -37,6 +67,8 @@ class Endpoint(Generic[C]):
         self._timers: list[tuple[float, int, weakref.ref[C]]] = []
         self._timer_seq = itertools.count()
         self._pending_by_host: dict[str, int] = {}
+        self.drops: Counter[DropReason] = Counter()
+        """Datagrams dropped, by reason (monotonic counters)."""
 
     # -- outputs ---------------------------------------------------------------------------
 
@@ -85,6 +117,24 @@ class Endpoint(Generic[C]):
                 and self._conns.get(conn.addr) is conn
             ):
                 yield conn
+
+    def _admit_hello(self, has_cookie: bool, addr: Address, old: C | None) -> bytes | None:
+        """For a ClientHello from `addr` (which has connection `old`): the peer's cookie
+        identity (IPv4 address and port, 6 bytes), or None after counting why it is dropped (a
+        cookie-bearing hello over a limit, or an address that is no IPv4 address and port)."""
+        if has_cookie:
+            reason = self._limit_reached(addr[0], old)
+            if reason is not None:
+                self.drops[reason] += 1
+                return None
+        try:
+            return IPv4Address(addr[0]).packed + addr[1].to_bytes(2, "big")
+        except (AddressValueError, OverflowError, TypeError, ValueError):
+            self.drops[DropReason.GARBAGE] += 1
+            return None
+
+    def _limit_reached(self, host: str, old: C | None) -> DropReason | None:
+        raise NotImplementedError
 
     def _host_pending(self, host: str) -> int:
         return self._pending_by_host.get(host, 0)

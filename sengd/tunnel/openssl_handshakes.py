@@ -35,10 +35,8 @@ import ctypes
 import hmac
 import logging
 import os
-from collections import Counter
 from collections.abc import Sequence
 from hashlib import sha256
-from ipaddress import AddressValueError, IPv4Address
 from typing import Any
 
 from cryptography import x509
@@ -176,7 +174,6 @@ class OpenSslHandshakes(Endpoint[_Connection]):
         self._peer = b""
         """Address and port of the client whose hello the lobby is reading (for cookies)."""
         self._lobby = self._new_connection()
-        self.drops: Counter[DropReason] = Counter()
         self.hello_verify_requests = 0
         self.export_failures = 0
 
@@ -341,15 +338,8 @@ class OpenSslHandshakes(Endpoint[_Connection]):
             self.drops[DropReason.NO_SHARED_CIPHER] += 1
             return
         old = self._conns.get(addr)
-        if hello.cookie:
-            reason = self._limit_reached(addr[0], old)
-            if reason is not None:
-                self.drops[reason] += 1
-                return
-        try:
-            peer = IPv4Address(addr[0]).packed + addr[1].to_bytes(2, "big")
-        except (AddressValueError, OverflowError, TypeError, ValueError):
-            self.drops[DropReason.GARBAGE] += 1
+        peer = self._admit_hello(bool(hello.cookie), addr, old)
+        if peer is None:
             return
         self._rotate()
         lobby = self._lobby
