@@ -66,14 +66,20 @@ from sengd.tunnel.dtls import (
 )
 from sengd.tunnel.endpoint import Endpoint
 from sengd.tunnel.keyexport import SUITES as KEY_SUITES
-from sengd.tunnel.keyexport import ExportedSession, KeyExportError, derive_keys
+from sengd.tunnel.keyexport import ExportedSession, KeyExportError
 from sengd.tunnel.recordlayer import (
-    CONTENT_HANDSHAKE,
     RecordLayer,
     RecordRejected,
     RecordState,
+    verified_keys,
 )
-from sengd.tunnel.records import RecordError, iter_records, looks_like_record, pack_datagrams
+from sengd.tunnel.records import (
+    RecordError,
+    first_epoch1_record,
+    iter_records,
+    looks_like_record,
+    pack_datagrams,
+)
 
 _DTLS1_2 = 0xFEFD
 _OPENSSL_SUITES = {
@@ -440,7 +446,7 @@ class OpenSslHandshakes(Endpoint[_Connection]):
         if key_type is None or key_type not in self._key_types:
             raise KeyExportError(f"unexpected suite {ssl.get_cipher_name()}")
         name, suite_id = SUITES[key_type]
-        finished = _first_epoch1_record(final_flight)
+        finished = first_epoch1_record(final_flight)
         if finished is None or not conn.inbound:
             raise KeyExportError("no Finished seen in epoch 1")
         master, server_random, client_random = (
@@ -460,16 +466,7 @@ class OpenSslHandshakes(Endpoint[_Connection]):
             in_top=0,
             in_window=0,
         )
-        keys = derive_keys(session)
-        check = RecordLayer(
-            read_key=keys.server_key,
-            read_salt=keys.server_salt,
-            write_key=keys.client_key,
-            write_salt=keys.client_salt,
-            epoch=1,
-        )
-        if check.open(finished)[0] != CONTENT_HANDSHAKE:
-            raise KeyExportError("derived keys do not reproduce OpenSSL's Finished")
+        keys = verified_keys(session, finished)
         # The replay window starts from the client's records that authenticate (its Finished),
         # never from a sequence number merely seen.
         records = RecordLayer.server(session, keys)
@@ -541,14 +538,3 @@ class OpenSslHandshakes(Endpoint[_Connection]):
 
 def _accept_any_certificate(_preverify_ok: int, _store: int | None) -> int:
     return 1
-
-
-def _first_epoch1_record(datagrams: Sequence[bytes]) -> bytes | None:
-    for datagram in datagrams:
-        try:
-            for record in iter_records(datagram):
-                if record[3] == 0 and record[4] == 1:
-                    return bytes(record)
-        except RecordError:
-            return None
-    return None

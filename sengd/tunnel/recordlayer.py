@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sengd.tunnel.keyexport import ExportedSession, TrafficKeys
+from sengd.tunnel.keyexport import ExportedSession, KeyExportError, TrafficKeys, derive_keys
 
 HEADER_LEN = 13
 EXPLICIT_NONCE_LEN = 8
@@ -228,3 +228,23 @@ class RecordLayer:
         else:
             self.in_window |= 1 << (top - seq)
         return record[0], plaintext
+
+
+def verified_keys(session: ExportedSession, our_finished: bytes) -> TrafficKeys:
+    """The traffic keys of `session`, accepted only if they decrypt `our_finished` (the
+    server's Finished as its TLS stack encrypted it). Raises KeyExportError otherwise."""
+    keys = derive_keys(session)
+    check = RecordLayer(
+        read_key=keys.server_key,
+        read_salt=keys.server_salt,
+        write_key=keys.client_key,
+        write_salt=keys.client_salt,
+        epoch=session.epoch,
+    )
+    try:
+        kind, _ = check.open(our_finished)
+    except RecordRejected as exc:
+        raise KeyExportError(f"derived keys do not open our Finished: {exc.reason}") from None
+    if kind != CONTENT_HANDSHAKE:
+        raise KeyExportError("our Finished is not a handshake record")
+    return keys

@@ -8,7 +8,7 @@ MTU. Everything here is pure and never raises anything but `RecordError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 HEADER_LEN = 13
 """DTLS record header: type (1), version (2), epoch (2), sequence number (6), length (2)."""
@@ -76,3 +76,16 @@ def pack_datagrams(data: bytes, mtu: int) -> list[bytes]:
     if current:
         datagrams.append(bytes(current))
     return datagrams
+
+
+def first_epoch1_record(datagrams: Sequence[bytes]) -> bytes | None:
+    """The first record of epoch 1 in `datagrams` (in a server's last flight: its encrypted
+    Finished), or None."""
+    for datagram in datagrams:
+        try:
+            for record in iter_records(datagram):
+                if record[3] == 0 and record[4] == 1:
+                    return bytes(record)
+        except RecordError:
+            return None
+    return None

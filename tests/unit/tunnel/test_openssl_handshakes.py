@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from sengd.testing.enclave_emu import Build, DtlsClient
-from sengd.tunnel import keyexport, openssl_handshakes
+from sengd.tunnel import keyexport, recordlayer
 from sengd.tunnel.clienthello import parse_client_hello
 from sengd.tunnel.dtls import (
     MAX_DATAGRAM,
@@ -835,7 +835,7 @@ def test_export_failure_closes_without_handoff(monkeypatch: pytest.MonkeyPatch) 
             server_salt=keys.server_salt,
         )
 
-    monkeypatch.setattr(openssl_handshakes, "derive_keys", wrong_keys)
+    monkeypatch.setattr(recordlayer, "derive_keys", wrong_keys)
     engine = engine_for("ecdsa")
     wire = Wire(engine, client_for("ecdsa"))
     wire.client.start()
