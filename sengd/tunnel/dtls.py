@@ -244,7 +244,7 @@ def _load_certificate(data: bytes) -> x509.Certificate:
         if data.lstrip().startswith(b"-----"):
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CredentialError(f"certificate does not parse: {exc}") from exc
 
 
@@ -441,25 +441,16 @@ class DtlsListener(Endpoint[_Connection]):
         export_keys: bool = True,
         handoff: bool = False,
     ) -> None:
-        super().__init__()
-        if not credentials:
-            raise ValueError("at least one server credential is required")
-        types = [c.key_type for c in credentials]
-        if len(set(types)) != len(types):
-            raise ValueError("at most one credential per key type")
-        if not 256 <= mtu <= 65507:
-            raise ValueError(f"mtu {mtu} outside 256..65507")
-        if handshake_timeout <= 0:
-            raise ValueError("handshake_timeout must be positive")
-        if max_pending < 1 or max_pending_per_host < 1:
-            raise ValueError("pending limits must be at least 1")
+        super().__init__(
+            [c.key_type for c in credentials],
+            mtu,
+            handshake_timeout,
+            max_pending,
+            max_pending_per_host,
+        )
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        self.mtu = mtu
         self.max_plaintext = mtu - RECORD_OVERHEAD
-        self.handshake_timeout = handshake_timeout
-        self.max_pending = max_pending
-        self.max_pending_per_host = max_pending_per_host
         self.max_connections = max_connections
         self.export_keys = export_keys and KEY_EXPORT_SUPPORTED
         self.handoff = handoff

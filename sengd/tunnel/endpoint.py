@@ -13,7 +13,7 @@ import heapq
 import itertools
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from ipaddress import AddressValueError, IPv4Address
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
@@ -60,7 +60,29 @@ C = TypeVar("C", bound=TimedConnection)
 class Endpoint(Generic[C]):
     """Output queues, a timer heap and per-host pending counts of one sans-IO endpoint."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        key_types: Sequence[object],
+        mtu: int,
+        handshake_timeout: float,
+        max_pending: int,
+        max_pending_per_host: int,
+    ) -> None:
+        """Check and keep the parameters both engines take (ValueError naming the bad one)."""
+        if not key_types:
+            raise ValueError("at least one server credential is required")
+        if len(set(key_types)) != len(key_types):
+            raise ValueError("at most one credential per key type")
+        if not 256 <= mtu <= 65507:
+            raise ValueError(f"mtu {mtu} outside 256..65507")
+        if handshake_timeout <= 0:
+            raise ValueError("handshake_timeout must be positive")
+        if max_pending < 1 or max_pending_per_host < 1:
+            raise ValueError("pending limits must be at least 1")
+        self.mtu = mtu
+        self.handshake_timeout = handshake_timeout
+        self.max_pending = max_pending
+        self.max_pending_per_host = max_pending_per_host
         self._conns: dict[Address, C] = {}
         self._events: list[Event] = []
         self._out: list[tuple[bytes, Address]] = []

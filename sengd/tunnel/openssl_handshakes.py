@@ -158,20 +158,8 @@ class OpenSslHandshakes(Endpoint[_Connection]):
         max_pending: int = 1024,
         max_pending_per_host: int = 256,
     ) -> None:
-        super().__init__()
-        if not credentials:
-            raise ValueError("at least one server credential is required")
         types = [c.key_type for c in credentials]
-        if len(set(types)) != len(types):
-            raise ValueError("at most one credential per key type")
-        if not 256 <= mtu <= 65507:
-            raise ValueError(f"mtu {mtu} outside 256..65507")
-        if handshake_timeout <= 0 or max_pending < 1 or max_pending_per_host < 1:
-            raise ValueError("timeout and pending limits must be positive")
-        self.mtu = mtu
-        self.handshake_timeout = handshake_timeout
-        self.max_pending = max_pending
-        self.max_pending_per_host = max_pending_per_host
+        super().__init__(types, mtu, handshake_timeout, max_pending, max_pending_per_host)
         self._key_types = tuple(types)
         self._context = self._make_context(credentials)
         self._secrets = [os.urandom(32), os.urandom(32)]

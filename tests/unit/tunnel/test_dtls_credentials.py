@@ -86,6 +86,16 @@ def test_credential_errors_name_the_problem(tmp_path: Path) -> None:
         ServerCredential.load(tmp_path / "missing.crt", tmp_path / "gw.key")
 
 
+def test_certificate_of_an_unknown_x509_version_is_a_credential_error() -> None:
+    key = make_key("p384")
+    der = make_cert(key, "gw").public_bytes(DER)
+    v3 = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2 (v3)
+    assert v3 in der
+    v2_claimed = der.replace(v3, bytes.fromhex("a003020101"), 1)  # 1: not a version we parse
+    with pytest.raises(CredentialError, match="certificate does not parse"):
+        ServerCredential.from_bytes(v2_claimed, key_bytes(key))
+
+
 def test_fork_reseeds_the_mbedtls_random_generator() -> None:
     import sengd.tunnel.dtls  # noqa: F401  (registers the at-fork hook)
 

@@ -947,13 +947,13 @@ def test_parameters_are_validated() -> None:
     for mtu in (100, 255, 65508):
         with pytest.raises(ValueError, match="mtu"):
             OpenSslHandshakes([ecdsa], mtu=mtu)
-    for bad in (
-        {"handshake_timeout": 0.0},
-        {"handshake_timeout": -1.0},
-        {"max_pending": 0},
-        {"max_pending_per_host": 0},
+    for bad, message in (
+        ({"handshake_timeout": 0.0}, "handshake_timeout must be positive"),
+        ({"handshake_timeout": -1.0}, "handshake_timeout must be positive"),
+        ({"max_pending": 0}, "pending limits must be at least 1"),
+        ({"max_pending_per_host": 0}, "pending limits must be at least 1"),
     ):
-        with pytest.raises(ValueError, match="positive"):
+        with pytest.raises(ValueError, match=message):
             OpenSslHandshakes([ecdsa], **bad)
     # The edges are allowed.
     OpenSslHandshakes([ecdsa], mtu=256, max_pending=1, max_pending_per_host=1)
