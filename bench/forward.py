@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -218,6 +219,15 @@ class Bench:
         return {**result, "load_delivered_pps": round(load["delivered_pps"])}
 
 
+def isolate(pid: int) -> None:
+    """sengd's forwarding process on CPU 0, everything else of the benchmark on CPU 1 (the
+    load generator is spawned from this process and inherits it)."""
+    os.sched_setaffinity(pid, {0})
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        os.sched_setaffinity(int(child), {1})
+    os.sched_setaffinity(0, {1})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0)
@@ -226,6 +236,12 @@ def main() -> None:
     parser.add_argument("--enclaves", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1400])
     parser.add_argument("--extra-config", default="", help="appended to the gateway's config")
+    parser.add_argument(
+        "--isolate-forwarding",
+        action="store_true",
+        help="sengd's forwarding process alone on CPU 0; its handshake workers, the load "
+        "generator and this process on CPU 1 (writes forward-isolated.*)",
+    )
     args = parser.parse_args()
     ias = TestIas.create()
     with tempfile.TemporaryDirectory() as tmp, topology() as topo, ExitStack() as stack:
@@ -234,6 +250,9 @@ def main() -> None:
             site.write_config(args.extra_config)
         site.allow("bench", MR)
         site.start()
+        if args.isolate_forwarding:
+            assert site.process is not None
+            isolate(site.process.pid)
         emus = []
         for _ in range(max(args.enclaves) + 1):
             minted = mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR)
@@ -307,7 +326,7 @@ def main() -> None:
         return draw
 
     write_results(
-        "forward",
+        "forward-isolated" if args.isolate_forwarding else "forward",
         {"method": __doc__, "args": vars(args), "runs": runs, "rtt": rtt},
         rows,
         (
