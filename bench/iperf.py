@@ -8,8 +8,13 @@ the median of the received bit rate. CPU shares (utime + stime from /proc over t
 which process limits the rate: sengd, or the emulator, which is a single Python process doing
 OpenSSL records and TUN I/O and is much slower per packet than sengd.
 
-Run as root:  .venv/bin/python -m bench.iperf [--seconds 5] [--repeats 3]
-Writes bench/results/iperf.{json,md}.
+With `--fast-records` the emulator protects the tunnel records with keys exported from its
+OpenSSL sessions and `cryptography`'s AES-GCM (as sengd does) instead of pyOpenSSL's memory
+BIOs; `--isolate-forwarding` gives sengd's forwarding process CPU 0 and everything else CPU 1.
+
+Run as root:  .venv/bin/python -m bench.iperf [--seconds 5] [--repeats 3] [--fast-records]
+              [--isolate-forwarding]
+Writes bench/results/iperf[-fast][-isolated].{json,md}.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median, process_tree_cpu, write_results
+from bench.forward import isolate
 from sengd.testing.attestation_kit import TestIas, mint_ratls_certificate
 from tests.integration.netns import topology
 from tests.integration.site import GW_ADDR, PORT, UP_ADDR, Site, env_with_repo
@@ -35,6 +41,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--fast-records",
+        action="store_true",
+        help="the emulator protects records with exported keys (enclave_emu --fast-records)",
+    )
+    parser.add_argument(
+        "--isolate-forwarding",
+        action="store_true",
+        help="sengd's forwarding process alone on CPU 0; the emulator, iperf3 and the workers "
+        "on CPU 1",
+    )
     args = parser.parse_args()
     ias = TestIas.create()
     runs: list[dict[str, Any]] = []
@@ -43,6 +60,8 @@ def main() -> None:
         site.allow("bench", MR)
         site.start()
         assert site.process is not None
+        if args.isolate_forwarding:
+            isolate(site.process.pid)  # and this process: the emulator and iperf3 inherit it
         minted = mint_ratls_certificate(ias, key_type="ec-p384", mr_enclave=MR)
         w = site.workdir
         (w / "c.pem").write_bytes(minted.cert_pem)
@@ -66,6 +85,7 @@ def main() -> None:
                 "tunB",
                 "--route",
                 "10.200.2.0/24",
+                *(["--fast-records"] if args.fast_records else []),
             ],
             stdout=subprocess.PIPE,
             env=env_with_repo(),
@@ -111,7 +131,7 @@ def main() -> None:
             )
         )
     write_results(
-        "iperf",
+        "iperf" + "-fast" * args.fast_records + "-isolated" * args.isolate_forwarding,
         {"method": __doc__, "args": vars(args), "runs": runs},
         rows,
         ("direction", "iperf3 TCP Mbit/s", "sengd CPU %", "enclave emulator CPU %"),

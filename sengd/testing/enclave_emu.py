@@ -704,6 +704,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="without --tun: stay connected until SIGTERM/SIGINT, then close",
     )
     parser.add_argument("--skip-ack", action="store_true", help="misbehave: never send the ACK")
+    parser.add_argument(
+        "--fast-records",
+        action="store_true",
+        help="with --tun: protect the forwarded packets with keys exported from OpenSSL and "
+        "`cryptography`'s AES-GCM instead of pyOpenSSL's memory BIOs (a faster load generator)",
+    )
     return parser
 
 
@@ -767,6 +773,85 @@ def forward(emulator: EnclaveEmulator, tun_fd: int, should_stop: Callable[[], bo
         poller.close()
 
 
+_OPENSSL_SUITE_IDS = {
+    "ECDHE-ECDSA-AES128-GCM-SHA256": 0xC02B,
+    "ECDHE-RSA-AES256-GCM-SHA384": 0xC030,
+}
+_FAST_FIRST_SEQ = 1 << 20
+"""Where the fast path starts numbering its records: beyond anything OpenSSL sent, so the
+gateway's replay window takes them (its window only moves forward)."""
+
+
+def client_records(client: DtlsClient) -> Any:
+    """A `RecordLayer` for the client side of an established tunnel, keys from OpenSSL."""
+    from sengd.tunnel.keyexport import SUITES, ExportedSession, derive_keys
+    from sengd.tunnel.recordlayer import RecordLayer
+
+    conn: Any = client._conn
+    session = ExportedSession(
+        suite=SUITES[_OPENSSL_SUITE_IDS[conn.get_cipher_name()]],
+        master_secret=conn.master_key(),
+        server_random=conn.server_random(),
+        client_random=conn.client_random(),
+        epoch=1,
+        out_seq=0,
+        in_top=0,
+        in_window=0,
+    )
+    keys = derive_keys(session)
+    return RecordLayer(
+        read_key=keys.server_key,
+        read_salt=keys.server_salt,
+        write_key=keys.client_key,
+        write_salt=keys.client_salt,
+        epoch=1,
+        out_seq=_FAST_FIRST_SEQ,
+    )
+
+
+def forward_fast(emulator: EnclaveEmulator, tun_fd: int, should_stop: Callable[[], bool]) -> str:
+    """`forward()` with the records protected here (`client_records`): the same wire, several
+    times less CPU per packet, so the emulator can outrun the gateway in benchmarks."""
+    from sengd.tunnel.recordlayer import CONTENT_ALERT, RecordRejected
+
+    tunnel1, tunnel2 = emulator.tunnel1, emulator.tunnel2
+    if tunnel2 is None:
+        raise EmulatorError("tunnel #2 is not open")
+    out, into = client_records(tunnel1.client), client_records(tunnel2.client)
+    send1, recv2 = tunnel1.sock.send, tunnel2.sock.recv
+    limit = emulator.mtu - 37
+    poller = select.epoll()
+    poller.register(tun_fd, select.EPOLLIN)
+    poller.register(tunnel2.fileno(), select.EPOLLIN)
+    try:
+        while not should_stop():
+            for fd, _ in poller.poll(0.5):
+                for _ in range(64):
+                    try:
+                        data = os.read(tun_fd, 65535) if fd == tun_fd else recv2(65536)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except ConnectionRefusedError:
+                        continue
+                    if fd == tun_fd:
+                        if data and len(data) <= limit:
+                            with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                                send1(out.seal(CONTENT_APPLICATION_DATA, data))
+                        continue
+                    try:
+                        kind, plaintext = into.open(data)
+                    except RecordRejected:
+                        continue
+                    if kind == CONTENT_ALERT:
+                        return "tunnel closed: alert from the gateway"
+                    if kind == CONTENT_APPLICATION_DATA:
+                        with contextlib.suppress(OSError):
+                            os.write(tun_fd, plaintext)
+        return "stopped"
+    finally:
+        poller.close()
+
+
 def _tun_to_tunnel(tun_fd: int, tunnel: Tunnel, max_plaintext: int) -> None:
     for _ in range(64):
         try:
@@ -818,7 +903,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tun = _open_tun(args.tun, assignment, args.tun_mtu, args.route)
             os.set_blocking(tun.fileno(), False)
         _emit("up", tun=args.tun, **assignment.as_dict())
-        if tun is not None:
+        if tun is not None and args.fast_records:
+            why = forward_fast(emulator, tun.fileno(), lambda: stop.requested)
+        elif tun is not None:
             why = forward(emulator, tun.fileno(), lambda: stop.requested)
         elif args.hold:
             why = _hold(emulator, lambda: stop.requested)
