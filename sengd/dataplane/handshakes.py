@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sengd.dataplane.loop import EventLoop
 from sengd.eventlog import emit
@@ -48,6 +48,8 @@ log = logging.getLogger("sengd.handshakes")
 BATCH = 1
 """Worker messages handled per wake-up. Each handoff costs the forwarding loop an attestation,
 a lease and a log line (~1 ms): a small batch lets established enclaves' packets in between."""
+DRAIN_LIMIT = 4096
+"""Reports applied per worker by `drain()`: all there are, within a bound."""
 SOCKET_BUFFER = 1 << 21
 RESPAWN_DELAY = 1.0
 START_TIMEOUT = 20.0
@@ -72,10 +74,8 @@ class _Worker:
     process: subprocess.Popen[bytes] | None = None
     ctrl: socket.socket | None = None
     ready: bool = False
-    started_at: float = 0.0
     restarts: int = 0
     handoffs: int = 0
-    failures: list[str] = field(default_factory=list)
 
 
 class HandshakePool:
@@ -175,7 +175,6 @@ class HandshakePool:
         worker.process = process
         worker.ctrl = ours
         worker.ready = False
-        worker.started_at = time.monotonic()
         self.loop.add_reader(ours.fileno(), lambda: self._on_worker(worker))
 
     def _settings(self, index: int) -> wire.WorkerSettings:
@@ -247,9 +246,9 @@ class HandshakePool:
         return forward
 
     def drain(self) -> None:
-        """Apply every report the workers have sent so far."""
+        """Apply every report the workers have sent so far (not just one batch each)."""
         for worker in self.workers:
-            self._on_worker(worker)
+            self._on_worker(worker, DRAIN_LIMIT)
 
     def owner(self, addr: Address) -> int:
         """Index of the worker that runs `addr`'s handshakes."""
@@ -257,13 +256,13 @@ class HandshakePool:
 
     # -- worker -> forwarding process ---------------------------------------------------------
 
-    def _on_worker(self, worker: _Worker) -> None:
+    def _on_worker(self, worker: _Worker, limit: int = BATCH) -> None:
         ctrl = worker.ctrl
         if ctrl is None:
             return
         touched = [False, False]
         problem = None
-        for _ in range(BATCH):
+        for _ in range(limit):
             try:
                 message = ctrl.recv(wire.MAX_MESSAGE)
             except BlockingIOError:

@@ -104,7 +104,6 @@ class HandshakeWorker:
             (0, 0, Counter()),
             (0, 0, Counter()),
         ]
-        self.send_drops = 0
 
     def run(self) -> None:
         self.loop.add_reader(self.ctrl.fileno(), self._on_ctrl)
@@ -155,7 +154,7 @@ class HandshakeWorker:
             try:
                 sock.sendto(datagram, addr)
             except OSError:  # full or unreachable: the client retransmits
-                self.send_drops += 1
+                listener.drops[DropReason.SEND_FAILED] += 1
         self._arm(index)
 
     def _report(self, message: bytes) -> None:

@@ -44,6 +44,9 @@ class DropReason(StrEnum):
     DISCARDED = "discarded"
     """An application-data datagram that yielded no record (bad MAC, replay, truncation)."""
     INTERNAL_ERROR = "internal-error"
+    SEND_FAILED = "send-failed"
+    """(handshake workers) A flight datagram the socket refused (buffer full); the client
+    retransmits."""
     WORKER_UNAVAILABLE = "worker-unavailable"
     """A handshake datagram that could not be passed to its handshake worker (busy or
     restarting); the client retransmits."""
