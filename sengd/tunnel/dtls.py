@@ -267,9 +267,10 @@ class HandshakeCompleted:
     key_type: KeyType
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ApplicationData:
-    """One decrypted application-data record."""
+    """One decrypted application-data record (read-only by convention: not frozen, because a
+    frozen dataclass costs 0.2 us more to build, and one is built per forwarded packet)."""
 
     addr: Address
     data: bytes
