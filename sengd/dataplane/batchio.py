@@ -65,6 +65,9 @@ _MMSG_SIZE = ctypes.sizeof(_RecvMMsg)
 _NAMELEN_AT = 8  # msg_hdr.msg_namelen, after the msg_name pointer
 _LEN_AT = _MMSG_SIZE - 8  # msg_len, after the msghdr (padded to 8 bytes)
 _NAMELEN_16 = (16).to_bytes(4, "little")
+_U32_STRIDE = _MMSG_SIZE // 4
+_LEN_U32 = _LEN_AT // 4
+assert _MMSG_SIZE % 4 == 0 and _LEN_AT % 4 == 0, "mmsghdr fields are 4-byte aligned"
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
@@ -120,6 +123,7 @@ class Receiver:
         # Message lengths and name lengths are read and reset through one flat view: creating
         # a ctypes object per message would cost more than the system calls saved.
         self._msgs_view = memoryview(self._msgs).cast("B")
+        self._msgs_u32 = self._msgs_view.cast("I")  # msg_len of message i: [i * 16 + 14]
         self._used = batch  # how many name lengths the last call may have changed
         self._addresses: dict[bytes, Address] = {}
 
@@ -140,19 +144,19 @@ class Receiver:
             raise OSError(err, f"recvmmsg: {errno.errorcode.get(err, err)}")
         self._used = count
         out = []
-        names = self._names_view
+        names = bytes(self._names_view[: count * 16])  # one copy, then cheap bytes slices
+        lengths = self._msgs_u32
         addresses = self._addresses
         views = self._views
         for i in range(count):
-            key = bytes(names[i * 16 + 2 : i * 16 + 8])
+            key = names[i * 16 + 2 : i * 16 + 8]
             addr = addresses.get(key)
             if addr is None:
                 if len(addresses) >= _MAX_ADDRESSES:
                     addresses.clear()
                 (port,) = struct.unpack("!H", key[:2])
                 addr = addresses[key] = (socket.inet_ntoa(key[2:]), port)
-            at = i * stride + _LEN_AT
-            out.append((bytes(views[i][: int.from_bytes(flat[at : at + 4], "little")]), addr))
+            out.append((bytes(views[i][: lengths[i * _U32_STRIDE + _LEN_U32]]), addr))
         return out
 
 

@@ -45,6 +45,7 @@ from sengd.tunnel.dtls import (
     Event,
     HandshakeCompleted,
 )
+from sengd.tunnel.recordlayer import CONTENT_APPLICATION_DATA, MAX_SEQ
 
 log = logging.getLogger("sengd.gateway")
 
@@ -234,8 +235,16 @@ class Gateway:
         self._after_listener(index)
 
     def _on_tun(self) -> None:
+        """The gateway->enclave path: route each packet by destination to its tunnel #2.
+
+        Dense on purpose: for a tunnel whose records are ours the record is sealed and sent
+        here (`records_of`), otherwise `DtlsListener.send` does it; counters and drops are
+        those of `Session.count_tx` and the listener.
+        """
         fd = self.tun_fd
         listener = self.listeners[1]
+        records_of = listener.records_of
+        sendto = self.sockets[1].sendto
         limit = min(listener.max_plaintext, self.config.tunnel.mtu)
         routes = self.by_address
         drops = self.drops
@@ -244,18 +253,30 @@ class Gateway:
                 packet = os.read(fd, 65535)
             except BlockingIOError:
                 break
-            if len(packet) < 20 or packet[0] >> 4 != 4:
+            size = len(packet)
+            if size < 20 or packet[0] >> 4 != 4:
                 drops["tun-not-ipv4"] += 1
                 continue
             session = routes.get(packet[16:20])
             if session is None or session.tunnel2 is None:
                 drops["tun-no-route"] += 1
                 continue
-            if len(packet) > limit:
+            if size > limit:
                 drops["tun-too-big"] += 1
                 continue
-            listener.send(session.tunnel2, packet)
-            session.count_tx(len(packet))
+            counters = session.counters
+            counters.tx_packets += 1
+            counters.tx_bytes += size
+            records = records_of(session.tunnel2)
+            if records is None or records.out_seq >= MAX_SEQ:
+                listener.send(session.tunnel2, packet)  # mbedtls' records, or the last ones
+                continue
+            try:
+                sendto(records.seal(CONTENT_APPLICATION_DATA, packet), session.tunnel2)
+            except BlockingIOError:
+                drops["send-buffer-full"] += 1
+            except OSError as exc:
+                drops[f"send-error-{exc.errno}"] += 1
         self._after_listener(1)
 
     def after_listener(self, index: int) -> None:

@@ -502,6 +502,13 @@ class DtlsListener(Endpoint[_Connection]):
         conn = self._conns.get(addr)
         return conn is not None and conn.established
 
+    def records_of(self, addr: Address) -> RecordLayer | None:
+        """The record layer of the established connection of `addr`, if its records are ours
+        (not mbedtls'): the forwarding fast path seals with it directly. None otherwise; then
+        use `send()`."""
+        conn = self._conns.get(addr)
+        return conn.records if conn is not None and conn.established else None
+
     def _timer_live(self, conn: _Connection, when: float) -> bool:
         return conn.wake_at == when and not conn.established
 

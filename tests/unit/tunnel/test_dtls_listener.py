@@ -1118,3 +1118,22 @@ def test_split_export_failure_in_the_worker_closes_with_export_failed(
     link.pump()
     assert app_data(link) == []
     assert split.drops[DropReason.UNKNOWN_ADDRESS] == 1
+
+
+def test_records_of_is_the_established_connections_own_record_layer() -> None:
+    # The gateway->enclave fast path seals with it directly; the client must accept that.
+    link = connected("ecdsa")
+    records = link.listener.records_of(link.addr)
+    assert records is not None
+    link.client.datagram_received(records.seal(23, b"sealed by the fast path"))
+    assert link.client.records() == [b"sealed by the fast path"]
+    link.listener.send(link.addr, b"then by send()")  # one sequence space for both
+    for datagram, _ in link.listener.datagrams_to_send():
+        link.client.datagram_received(datagram)
+    assert link.client.records() == [b"then by send()"]
+    assert link.listener.records_of(("10.9.9.9", 1)) is None
+    # While mbedtls keeps the records there is no record layer to seal with.
+    kept = Link(listener_for("ecdsa", export_keys=False), client_for("ecdsa"), link.addr)
+    kept.handshake()
+    assert kept.listener.is_established(link.addr)
+    assert kept.listener.records_of(link.addr) is None
