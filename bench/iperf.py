@@ -42,6 +42,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--tun-mtu", type=int, default=1420, help="the emulator's TUN MTU (Runtime 1420, SDK 1432)"
+    )
+    parser.add_argument("--streams", type=int, default=1, help="parallel TCP streams (-P)")
+    parser.add_argument(
         "--fast-records",
         action="store_true",
         help="the emulator protects records with exported keys (enclave_emu --fast-records)",
@@ -86,6 +90,8 @@ def main() -> None:
                 "--route",
                 "10.200.2.0/24",
                 *(["--fast-records"] if args.fast_records else []),
+                "--tun-mtu",
+                str(args.tun_mtu),
             ],
             stdout=subprocess.PIPE,
             env=env_with_repo(),
@@ -100,7 +106,8 @@ def main() -> None:
                 server = site.topo.spawn(site.up, ["iperf3", "-s", "-B", UP_ADDR, "-1"])
                 time.sleep(0.3)
                 cpu_gw0, cpu_emu0 = process_tree_cpu(site.process.pid), process_tree_cpu(emu.pid)
-                cmd = ["iperf3", "-c", UP_ADDR, "-t", str(args.seconds), "-J"]
+                cmd = ["iperf3", "-c", UP_ADDR, "-t", str(args.seconds), "-P", str(args.streams)]
+                cmd.append("-J")
                 out = site.eh.run(*cmd, *(["-R"] if reverse else []), timeout=args.seconds + 30)
                 cpu_gw = process_tree_cpu(site.process.pid) - cpu_gw0
                 cpu_emu = process_tree_cpu(emu.pid) - cpu_emu0
@@ -135,8 +142,8 @@ def main() -> None:
         {"method": __doc__, "args": vars(args), "runs": runs},
         rows,
         ("direction", "iperf3 TCP Mbit/s", "sengd CPU %", "enclave emulator CPU %"),
-        notes=f"Median of {args.repeats} runs of {args.seconds} s, one TCP stream, "
-        "tunnel MTU 1432.",
+        notes=f"Median of {args.repeats} runs of {args.seconds} s, {args.streams} TCP "
+        f"stream(s), enclave TUN MTU {args.tun_mtu}, gateway tunnel MTU 1432.",
     )
 
 
