@@ -39,6 +39,8 @@ class Link:
         self.clock = clock
         self.sent_to_server = 0
         self.sent_to_client = 0
+        self.client_datagrams: list[bytes] = []
+        """Every datagram the client sent (delivered or not)."""
         self.events: list[Event] = []
         self.other: list[tuple[bytes, Address]] = []
         """Datagrams the listener addressed to somebody else."""
@@ -52,6 +54,7 @@ class Link:
             moved = True
             index = self.sent_to_server
             self.sent_to_server += 1
+            self.client_datagrams.append(datagram)
             if self.to_server(index, datagram):
                 self.listener.datagram_received(datagram, self.addr, self.clock())
         self.collect()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from typing import cast
 
 import pytest
 
@@ -23,7 +23,7 @@ from sengd.tunnel.dtls import (
     CloseReason,
     ConnectionClosed,
     DropReason,
-    Event,
+    DtlsListener,
     HandshakeHandoff,
     HandshakeStarted,
     KeyType,
@@ -39,6 +39,7 @@ from sengd.tunnel.recordlayer import (
 )
 from sengd.tunnel.records import iter_records
 from tests.unit.tunnel.certs import client_identity, server_credential
+from tests.unit.tunnel.harness import Filter, Link, deliver_all
 from tests.unit.tunnel.test_clienthello import openssl_hello, with_cookie
 
 ADDR: Address = ("10.1.2.3", 40001)
@@ -53,16 +54,10 @@ SUITE_NAMES = {
 }
 KEY_LENGTHS = {KeyType.ECDSA: 16, KeyType.RSA: 32}
 
-Filter = Callable[[int, bytes], bool]
-"""(index of the datagram in that direction, datagram) -> deliver it?"""
 
-
-def deliver_all(_index: int, _datagram: bytes) -> bool:
-    return True
-
-
-class Wire:
-    """One client and the engine, datagrams carried both ways on the real monotonic clock."""
+class Wire(Link):
+    """`harness.Link` for the engine: the same wire on the real monotonic clock, but the
+    handshake ends at the handoff (the engine keeps no established connections)."""
 
     def __init__(
         self,
@@ -73,42 +68,11 @@ class Wire:
         to_server: Filter = deliver_all,
         to_client: Filter = deliver_all,
     ) -> None:
+        # Link only uses what both engines have (datagrams, events, timers).
+        super().__init__(
+            cast(DtlsListener, engine), client, addr, to_server=to_server, to_client=to_client
+        )
         self.engine = engine
-        self.client = client
-        self.addr = addr
-        self.to_server = to_server
-        self.to_client = to_client
-        self.events: list[Event] = []
-        self.client_datagrams: list[bytes] = []
-        """Every datagram the client sent (delivered or not)."""
-        self.server_datagrams: list[bytes] = []
-        """Every datagram the engine sent to this client (delivered or not)."""
-        self.other: list[tuple[bytes, Address]] = []
-        """Datagrams the engine addressed to somebody else."""
-
-    def pump(self) -> bool:
-        """Move everything once in both directions; True if anything moved."""
-        moved = False
-        for datagram in self.client.datagrams_to_send():
-            moved = True
-            index = len(self.client_datagrams)
-            self.client_datagrams.append(datagram)
-            if self.to_server(index, datagram):
-                self.engine.datagram_received(datagram, self.addr, time.monotonic())
-        self.collect()
-        for datagram, addr in self.engine.datagrams_to_send():
-            if addr != self.addr:
-                self.other.append((datagram, addr))
-                continue
-            moved = True
-            index = len(self.server_datagrams)
-            self.server_datagrams.append(datagram)
-            if self.to_client(index, datagram):
-                self.client.datagram_received(datagram)
-        return moved
-
-    def collect(self) -> None:
-        self.events.extend(self.engine.events())
 
     def settle(self) -> None:
         """Pump until nothing moves (no timers)."""
@@ -116,27 +80,6 @@ class Wire:
             if not self.pump():
                 return
         raise AssertionError("the wire never settled")
-
-    def run(self, *, until: Callable[[], bool], timeout: float = 10.0) -> None:
-        """Pump, honouring both sides' retransmission timers, until `until()` or timeout."""
-        deadline = time.monotonic() + timeout
-        while not until():
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for the condition")
-            if self.pump():
-                continue
-            waits = [0.2]
-            client_timeout = self.client.timeout()
-            if client_timeout is not None:
-                waits.append(client_timeout)
-            server_timer = self.engine.next_timer()
-            if server_timer is not None:
-                waits.append(server_timer - time.monotonic())
-            time.sleep(max(0.0, min(waits)))
-            if self.client.timeout() == 0.0:
-                self.client.handle_timeout()
-            self.engine.handle_timers(time.monotonic())
-            self.collect()
 
     def handshake(self) -> HandshakeHandoff:
         """Run the handshake to its end on both sides; the one handoff."""
