@@ -238,8 +238,8 @@ class Gateway:
         """The gateway->enclave path: route each packet by destination to its tunnel #2.
 
         Dense on purpose: for a tunnel whose records are ours the record is sealed and sent
-        here (`records_of`), otherwise `DtlsListener.send` does it; counters and drops are
-        those of `Session.count_tx` and the listener.
+        here (`records_of`), otherwise `DtlsListener.send` does it; each packet routed counts in
+        its session's tx counters, send errors in the gateway's drops as in `_flush`.
         """
         fd = self.tun_fd
         listener = self.listeners[1]

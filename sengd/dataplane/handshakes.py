@@ -229,12 +229,13 @@ class HandshakePool:
 
     def _forwarder(self, index: int) -> Callable[[bytes, Address], None]:
         workers = self.workers
-        count = len(workers)
         drops = self.listeners[index].drops
         encode = wire.encode_datagram
 
+        owner = self.owner
+
         def forward(data: bytes, addr: Address) -> None:
-            ctrl = workers[hash(addr) % count].ctrl
+            ctrl = workers[owner(addr)].ctrl
             if ctrl is None:
                 drops[DropReason.WORKER_UNAVAILABLE] += 1
                 return

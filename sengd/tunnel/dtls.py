@@ -916,9 +916,7 @@ class DtlsListener(Endpoint[_Connection]):
             and conn.buf is buf
             and self._conns.get(conn.addr) is conn
         ):
-            finished = first_epoch1_record(conn.final_flight)
-            if finished is not None:
-                self._take_over_from_session(conn, buf, finished)
+            self._take_over_from_session(conn, buf)
 
     def _hand_off(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer, der: bytes) -> None:
         """(handoff mode) Export the records of the just-finished `conn` and let it go."""
@@ -931,9 +929,7 @@ class DtlsListener(Endpoint[_Connection]):
         early = tuple(e.data for e in self._events[mark:] if isinstance(e, ApplicationData))
         del self._events[mark:]
         if conn.records is None and conn.buf is buf:
-            finished = first_epoch1_record(conn.final_flight)
-            if finished is not None:
-                self._take_over_from_session(conn, buf, finished)
+            self._take_over_from_session(conn, buf)
         if conn.records is None:
             self._fail(conn, CloseReason.EXPORT_FAILED)
             return
@@ -1029,22 +1025,19 @@ class DtlsListener(Endpoint[_Connection]):
         conn.buf = None
         self.exported += 1
 
-    def _take_over_from_session(
-        self,
-        conn: _Connection,
-        buf: mbedtls_tls.TLSWrappedBuffer,
-        finished: bytes,
-    ) -> None:
+    def _take_over_from_session(self, conn: _Connection, buf: mbedtls_tls.TLSWrappedBuffer) -> None:
         """Take the records of `conn` over from mbedtls at the end of the handshake.
 
         mbedtls cannot save such a context (it keeps its handshake state until the client's
         first record, which on tunnel #2 never comes), so the master secret is read through
-        `SessionReader`, and the keys derived from it are accepted only if they decrypt
-        `finished`, our Finished as mbedtls encrypted it. Should the client not have received
-        it, `final_flight` is resent when the client retransmits its own last flight.
+        `SessionReader`, and the keys derived from it are accepted only if they decrypt our
+        Finished as mbedtls encrypted it (the epoch-1 record of `final_flight`). Should the
+        client not have received it, `final_flight` is resent when the client retransmits its
+        own last flight.
         """
+        finished = first_epoch1_record(conn.final_flight)
         reader = session_reader()
-        if reader is None or not conn.server_random or finished[3:5] != b"\x00\x01":
+        if finished is None or reader is None or not conn.server_random:
             return
         try:
             suite_id, master = reader.master_secret(buf, conn.slot.context)

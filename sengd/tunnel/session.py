@@ -200,11 +200,6 @@ class Session:
         self.last_activity = now
         self.deadline = now + self.timers.idle_timeout if self.timers.idle_timeout > 0 else 0.0
 
-    def count_tx(self, size: int) -> None:
-        """Account one packet sent to the enclave on tunnel #2."""
-        self.counters.tx_packets += 1
-        self.counters.tx_bytes += size
-
     def _count_drop(self, reason: str) -> None:
         drops = self.counters.drops
         drops[reason] = drops.get(reason, 0) + 1
